@@ -1,0 +1,3 @@
+"""Streaming, real-time liquidation monitor for cross-margin accounts."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""One module per ``monitor`` sub-command (discovered by :mod:`monitor.cli`)."""
