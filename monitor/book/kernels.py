@@ -1,0 +1,275 @@
+"""Compiled kernels of the incremental book (numba, cached on disk).
+
+Why numba: for a tick on a symbol held by 950,000 positions the figures
+measured here were ~2 ns/position for a fused compiled loop, 6 ns for
+``np.add.at`` over a contiguous per-symbol index, 13 ns for fancy indexing and
+71 ns for a boolean mask over all positions. The fused loop reads each touched
+position once (qty, entry, uPnL, MM, account, mode, bracket: ~52 bytes),
+re-looks-up its bracket from the previous one (brackets rarely change between
+ticks), applies uPnL and MM deltas to its account and recomputes that
+account's ratio and level in the same pass. A position appears at most once
+per symbol list and an account at most once per symbol, so there are no
+write conflicts.
+
+Accounts are recorded in a dirty list only when their level changes or they
+are at or above the first threshold (what the alert engine must look at), so
+a calm tick over a million accounts writes almost nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from monitor.book.layout import (
+    A_DIRTY,
+    A_HEAD,
+    A_MM,
+    A_MR,
+    A_NCROSS,
+    A_NISO,
+    A_STATUS,
+    A_UPNL,
+    A_WB,
+    M_HWM,
+    M_NDIRTY,
+    M_NFREE,
+    MODE_CROSS,
+    OK,
+    P_ACCT,
+    P_BRACKET,
+    P_ENTRY,
+    P_ISO_MARGIN,
+    P_MM,
+    P_MODE,
+    P_NEXT,
+    P_QTY,
+    P_STATUS,
+    P_SUB,
+    P_SYM,
+    P_SYMIDX,
+    P_UPNL,
+    STALE,
+)
+
+_INF = np.inf
+
+
+@njit(cache=True, inline="always")
+def ratio_and_level(mm: float, eq: float, thr: np.ndarray) -> tuple[float, int]:
+    if mm <= 0.0:
+        return 0.0, 0
+    mr = _INF if eq <= 0.0 else mm / eq
+    lvl = 0
+    for t in thr:
+        if mr >= t:
+            lvl += 1
+    return mr, lvl
+
+
+@njit(cache=True, inline="always")
+def bracket_of(notional: float, b: int, floor: np.ndarray, nb: int) -> int:
+    while b + 1 < nb and floor[b + 1] <= notional:
+        b += 1
+    while b > 0 and floor[b] > notional:
+        b -= 1
+    return b
+
+
+@njit(cache=True, inline="always")
+def _mark_dirty(a: int, acc_i: np.ndarray, dirty: np.ndarray, meta: np.ndarray) -> None:
+    if acc_i[A_DIRTY, a] == 0:
+        acc_i[A_DIRTY, a] = 1
+        dirty[meta[M_NDIRTY]] = a
+        meta[M_NDIRTY] += 1
+
+
+@njit(cache=True, inline="always")
+def _restatus(
+    a: int, acc_f: np.ndarray, acc_i: np.ndarray, thr: np.ndarray, dirty: np.ndarray,
+    meta: np.ndarray, force_dirty: bool,
+) -> None:
+    mr, lvl = ratio_and_level(acc_f[A_MM, a], acc_f[A_WB, a] + acc_f[A_UPNL, a], thr)
+    acc_f[A_MR, a] = mr
+    old = acc_i[A_STATUS, a]
+    acc_i[A_STATUS, a] = lvl
+    if force_dirty or lvl != old or lvl > 0:
+        _mark_dirty(a, acc_i, dirty, meta)
+
+
+@njit(cache=True)
+def tick_instrument(
+    price: float, lst: np.ndarray, n: int,
+    acc_f: np.ndarray, acc_i: np.ndarray, pos_f: np.ndarray, pos_i: np.ndarray,
+    floor: np.ndarray, mmr: np.ndarray, cum: np.ndarray, nb: int,
+    thr: np.ndarray, dirty: np.ndarray, meta: np.ndarray,
+) -> None:
+    """Re-mark every position of one instrument at ``price``."""
+    for j in range(n):
+        p = lst[j]
+        q = pos_f[P_QTY, p]
+        u = q * (price - pos_f[P_ENTRY, p])
+        notional = abs(q) * price
+        b = bracket_of(notional, pos_i[P_BRACKET, p], floor, nb)
+        mm = notional * mmr[b] - cum[b]
+        a = pos_i[P_ACCT, p]
+        if pos_i[P_MODE, p] == MODE_CROSS:
+            acc_f[A_UPNL, a] += u - pos_f[P_UPNL, p]
+            acc_f[A_MM, a] += mm - pos_f[P_MM, p]
+            _restatus(a, acc_f, acc_i, thr, dirty, meta, False)
+        else:
+            _, lvl = ratio_and_level(mm, pos_f[P_ISO_MARGIN, p] + u, thr)
+            if lvl != pos_i[P_STATUS, p] or lvl > 0:
+                _mark_dirty(a, acc_i, dirty, meta)
+            pos_i[P_STATUS, p] = lvl
+        pos_f[P_UPNL, p] = u
+        pos_f[P_MM, p] = mm
+        pos_i[P_BRACKET, p] = b
+
+
+@njit(cache=True, inline="always")
+def wallet_of(a: int, bal: np.ndarray, asset_price: np.ndarray, haircut: np.ndarray) -> float:
+    wb = 0.0
+    for k in range(bal.shape[0]):
+        amt = bal[k, a]
+        if amt != 0.0:
+            wb += amt * asset_price[k] * (1.0 - haircut[k])
+    return wb
+
+
+@njit(cache=True)
+def tick_collateral(
+    lst: np.ndarray, n: int, bal: np.ndarray, asset_price: np.ndarray, haircut: np.ndarray,
+    acc_f: np.ndarray, acc_i: np.ndarray, thr: np.ndarray, dirty: np.ndarray, meta: np.ndarray,
+) -> None:
+    """Re-value the collateral of every holder of an asset whose price moved."""
+    for j in range(n):
+        a = lst[j]
+        acc_f[A_WB, a] = wallet_of(a, bal, asset_price, haircut)
+        _restatus(a, acc_f, acc_i, thr, dirty, meta, False)
+
+
+@njit(cache=True)
+def apply_balance(
+    a: int, k: int, amount: float, ts: int, bal: np.ndarray, bal_ts: np.ndarray,
+    asset_price: np.ndarray, haircut: np.ndarray,
+    acc_f: np.ndarray, acc_i: np.ndarray, thr: np.ndarray, dirty: np.ndarray, meta: np.ndarray,
+) -> int:
+    """Set one asset balance of an account (full state). Holder lists are kept by the caller."""
+    if ts < bal_ts[k, a]:
+        return STALE
+    bal[k, a] = amount
+    bal_ts[k, a] = ts
+    acc_f[A_WB, a] = wallet_of(a, bal, asset_price, haircut)
+    _restatus(a, acc_f, acc_i, thr, dirty, meta, True)
+    return OK
+
+
+@njit(cache=True)
+def find_position(a: int, s: int, acc_i: np.ndarray, pos_i: np.ndarray) -> int:
+    p = acc_i[A_HEAD, a]
+    while p >= 0 and pos_i[P_SYM, p] != s:
+        p = pos_i[P_NEXT, p]
+    return p
+
+
+@njit(cache=True)
+def apply_position(
+    a: int, s: int, qty: float, entry: float, mode: int, iso_margin: float, sub: int, ts: int,
+    mark: float,
+    acc_f: np.ndarray, acc_i: np.ndarray, pos_f: np.ndarray, pos_i: np.ndarray,
+    pos_ts: np.ndarray, lst: np.ndarray, sym_len: np.ndarray, free: np.ndarray,
+    floor: np.ndarray, mmr: np.ndarray, cum: np.ndarray, nb: int,
+    thr: np.ndarray, dirty: np.ndarray, meta: np.ndarray,
+) -> int:
+    """Set one position (full state; qty 0 closes it). ``mark`` is NaN before the
+    symbol's first tick, in which case the position is marked at its entry price.
+    The caller guarantees a free slot and room in ``lst``."""
+    p = find_position(a, s, acc_i, pos_i)
+    if p >= 0:
+        if ts < pos_ts[p]:
+            return STALE
+        if pos_i[P_MODE, p] == MODE_CROSS:
+            acc_f[A_UPNL, a] -= pos_f[P_UPNL, p]
+            acc_f[A_MM, a] -= pos_f[P_MM, p]
+            acc_i[A_NCROSS, a] -= 1
+        else:
+            acc_i[A_NISO, a] -= 1
+    if qty == 0.0:
+        if p >= 0:
+            # unlink from the account's list
+            prev = -1
+            c = acc_i[A_HEAD, a]
+            while c != p:
+                prev = c
+                c = pos_i[P_NEXT, c]
+            if prev < 0:
+                acc_i[A_HEAD, a] = pos_i[P_NEXT, p]
+            else:
+                pos_i[P_NEXT, prev] = pos_i[P_NEXT, p]
+            # swap-remove from the symbol's list
+            idx = pos_i[P_SYMIDX, p]
+            last = sym_len[s] - 1
+            moved = lst[last]
+            lst[idx] = moved
+            pos_i[P_SYMIDX, moved] = idx
+            sym_len[s] = last
+            # free the slot
+            pos_i[P_ACCT, p] = -1
+            pos_f[P_QTY, p] = 0.0
+            pos_f[P_UPNL, p] = 0.0
+            pos_f[P_MM, p] = 0.0
+            free[meta[M_NFREE]] = p
+            meta[M_NFREE] += 1
+    else:
+        if p < 0:
+            if meta[M_NFREE] > 0:
+                meta[M_NFREE] -= 1
+                p = free[meta[M_NFREE]]
+            else:
+                p = meta[M_HWM]
+                meta[M_HWM] += 1
+            pos_i[P_ACCT, p] = a
+            pos_i[P_SYM, p] = s
+            pos_i[P_BRACKET, p] = 0
+            pos_i[P_NEXT, p] = acc_i[A_HEAD, a]
+            acc_i[A_HEAD, a] = p
+            idx = sym_len[s]
+            lst[idx] = p
+            pos_i[P_SYMIDX, p] = idx
+            sym_len[s] = idx + 1
+        price = entry if np.isnan(mark) else mark
+        u = qty * (price - entry)
+        notional = abs(qty) * price
+        b = bracket_of(notional, pos_i[P_BRACKET, p], floor, nb)
+        mm = notional * mmr[b] - cum[b]
+        pos_f[P_QTY, p] = qty
+        pos_f[P_ENTRY, p] = entry
+        pos_f[P_ISO_MARGIN, p] = iso_margin
+        pos_f[P_UPNL, p] = u
+        pos_f[P_MM, p] = mm
+        pos_i[P_MODE, p] = mode
+        pos_i[P_BRACKET, p] = b
+        pos_i[P_SUB, p] = sub
+        pos_ts[p] = ts
+        if mode == MODE_CROSS:
+            acc_f[A_UPNL, a] += u
+            acc_f[A_MM, a] += mm
+            acc_i[A_NCROSS, a] += 1
+            pos_i[P_STATUS, p] = 0
+        else:
+            acc_i[A_NISO, a] += 1
+            _, lvl = ratio_and_level(mm, iso_margin + u, thr)
+            pos_i[P_STATUS, p] = lvl
+    # an account without positions carries exact zeros (no drift left behind)
+    if acc_i[A_NCROSS, a] == 0:
+        acc_f[A_UPNL, a] = 0.0
+        acc_f[A_MM, a] = 0.0
+    _restatus(a, acc_f, acc_i, thr, dirty, meta, True)
+    return OK
+
+
+@njit(cache=True)
+def reset_dirty(dirty: np.ndarray, n: int, acc_i: np.ndarray) -> None:
+    for j in range(n):
+        acc_i[A_DIRTY, dirty[j]] = 0

@@ -1,0 +1,605 @@
+"""The incremental margin state store.
+
+Columnar numpy arrays for accounts and positions (see :mod:`monitor.book.layout`),
+a per-symbol list of position slots (the CSR-like index a tick walks), a
+per-asset list of collateral holders, and capacities that grow by doubling so
+slots reach millions without per-update reallocation. Closed positions return
+their slots to a free stack.
+
+A tick touches only the positions on its symbol (and, for a collateral price,
+the holders of that asset); a position or balance update re-evaluates its
+account. The sums of uPnL and maintenance margin are kept by deltas and
+periodically re-derived exactly by :meth:`MarginBook.resync`, which records
+the largest correction it had to make.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from monitor.book import kernels as K
+from monitor.book.layout import (
+    A_HEAD,
+    A_MM,
+    A_MR,
+    A_NCROSS,
+    A_NISO,
+    A_STATUS,
+    A_UPNL,
+    A_WB,
+    M_HWM,
+    M_NDIRTY,
+    M_NFREE,
+    MODE_CROSS,
+    MODE_ISOLATED,
+    N_AF,
+    N_AI,
+    N_META,
+    N_PF,
+    N_PI,
+    OK,
+    P_ACCT,
+    P_BRACKET,
+    P_ENTRY,
+    P_ISO_MARGIN,
+    P_MM,
+    P_MODE,
+    P_NEXT,
+    P_QTY,
+    P_STATUS,
+    P_SUB,
+    P_SYM,
+    P_SYMIDX,
+    P_UPNL,
+)
+from monitor.book.recompute import asset_prices, position_figures, wallet_balances
+from monitor.events.decode import Rejection, RejectReason
+from monitor.events.schema import BalanceEvent, Event, PositionEvent, Tick
+from monitor.instruments.model import RiskParams
+from monitor.risk.levels import Thresholds
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+I32 = npt.NDArray[np.int32]
+
+_MODES: Final = {"cross": MODE_CROSS, "isolated": MODE_ISOLATED}
+
+
+def _grow_cols(a: npt.NDArray[np.generic], cap: int, fill: float) -> npt.NDArray[np.generic]:
+    out = np.full((a.shape[0], cap), fill, dtype=a.dtype)
+    out[:, : a.shape[1]] = a
+    return out
+
+
+def _grow_vec(a: npt.NDArray[np.generic], cap: int, fill: float) -> npt.NDArray[np.generic]:
+    out = np.full(cap, fill, dtype=a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+class MarginBook:
+    """Accounts, positions and collateral, evaluated incrementally."""
+
+    def __init__(
+        self,
+        params: RiskParams,
+        thresholds: Thresholds | None = None,
+        *,
+        accounts: int = 1024,
+        positions: int = 4096,
+    ) -> None:
+        self.params = params
+        self.thresholds = thresholds or Thresholds()
+        self._thr = self.thresholds.as_array()
+        n_assets = len(params.assets)
+        n_sym = len(params.symbols)
+        n_instr = params.n_instruments
+        accounts = max(accounts, 16)
+        positions = max(positions, 16)
+        # accounts
+        self.acc_f = np.zeros((N_AF, accounts))
+        self.acc_i = np.zeros((N_AI, accounts), dtype=np.int64)
+        self.acc_i[A_HEAD] = -1
+        self.bal = np.zeros((n_assets, accounts))
+        self.bal_ts = np.full((n_assets, accounts), -1, dtype=np.int64)
+        self.dirty = np.zeros(accounts, dtype=np.int64)
+        self.account_ids: list[str] = []
+        self._slot: dict[str, int] = {}
+        # positions
+        self.pos_f = np.zeros((N_PF, positions))
+        self.pos_i = np.zeros((N_PI, positions), dtype=np.int32)
+        self.pos_i[P_ACCT] = -1
+        self.pos_ts = np.zeros(positions, dtype=np.int64)
+        self.free = np.zeros(positions, dtype=np.int64)
+        self.meta = np.zeros(N_META, dtype=np.int64)
+        self.sym_lists: list[I32] = [np.zeros(16, dtype=np.int32) for _ in range(n_instr)]
+        self.sym_len = np.zeros(n_instr, dtype=np.int64)
+        # collateral holders, for assets priced by ticks
+        self.hold_lists: list[I64] = [np.zeros(16, dtype=np.int64) for _ in range(n_assets)]
+        self.hold_len = np.zeros(n_assets, dtype=np.int64)
+        self.hold_idx = np.full((n_assets, accounts), -1, dtype=np.int64)
+        self._priced_assets = [
+            [k for k in range(n_assets) if params.asset_price_sym[k] == s] for s in range(n_sym)
+        ]
+        # prices
+        self.sym_price = np.full(n_sym, np.nan)
+        self.sym_ts = np.full(n_sym, -1, dtype=np.int64)
+        self.asset_price = asset_prices(params, self.sym_price)
+        # labels, tombstones of closed positions (staleness), bookkeeping
+        self.sub_labels: list[str] = [""]
+        self._sub: dict[str, int] = {"": 0}
+        self._closed_ts: dict[int, int] = {}
+        self.max_correction = 0.0
+        self.last_event_ts = -1
+
+    # ------------------------------------------------------------ sizes
+    @property
+    def n_accounts(self) -> int:
+        return len(self.account_ids)
+
+    @property
+    def n_positions(self) -> int:
+        return int(self.meta[M_HWM] - self.meta[M_NFREE])
+
+    @property
+    def position_capacity(self) -> int:
+        return int(self.pos_f.shape[1])
+
+    def _ensure_accounts(self, n: int) -> None:
+        cap = self.acc_f.shape[1]
+        if n <= cap:
+            return
+        new = max(n, cap * 2)
+        self.acc_f = _grow_cols(self.acc_f, new, 0.0)
+        self.acc_i = _grow_cols(self.acc_i, new, 0)
+        self.acc_i[A_HEAD, cap:] = -1
+        self.bal = _grow_cols(self.bal, new, 0.0)
+        self.bal_ts = _grow_cols(self.bal_ts, new, -1)
+        self.hold_idx = _grow_cols(self.hold_idx, new, -1)
+        self.dirty = _grow_vec(self.dirty, new, 0)
+
+    def _ensure_positions(self, n: int) -> None:
+        cap = self.pos_f.shape[1]
+        if n <= cap:
+            return
+        new = max(n, cap * 2)
+        self.pos_f = _grow_cols(self.pos_f, new, 0.0)
+        self.pos_i = _grow_cols(self.pos_i, new, 0)
+        self.pos_i[P_ACCT, cap:] = -1
+        self.pos_ts = _grow_vec(self.pos_ts, new, 0)
+        self.free = _grow_vec(self.free, new, 0)
+
+    def reserve(self, accounts: int, positions: int) -> None:
+        """Pre-size the arrays (a known book size avoids growth copies)."""
+        self._ensure_accounts(accounts)
+        self._ensure_positions(positions)
+
+    # ------------------------------------------------------------ identities
+    def slot_of(self, account: str) -> int | None:
+        return self._slot.get(account)
+
+    def account_slot(self, account: str) -> int:
+        """The slot of an account, created on first sight."""
+        a = self._slot.get(account)
+        if a is None:
+            a = len(self.account_ids)
+            self._ensure_accounts(a + 1)
+            self.account_ids.append(account)
+            self._slot[account] = a
+        return a
+
+    def add_accounts(self, ids: Sequence[str]) -> I64:
+        """Register many new accounts at once; returns their slots."""
+        start = len(self.account_ids)
+        self._ensure_accounts(start + len(ids))
+        for k, acc in enumerate(ids):
+            if acc in self._slot:
+                raise ValueError(f"account {acc!r} is already in the book")
+            self._slot[acc] = start + k
+        self.account_ids.extend(ids)
+        return np.arange(start, start + len(ids), dtype=np.int64)
+
+    def sub_id(self, label: str) -> int:
+        k = self._sub.get(label)
+        if k is None:
+            k = len(self.sub_labels)
+            self.sub_labels.append(label)
+            self._sub[label] = k
+        return k
+
+    # ------------------------------------------------------------ events
+    def apply(self, ev: Event) -> Rejection | None:
+        """Apply one validated event; returns a rejection if it is stale."""
+        if isinstance(ev, Tick):
+            return self.apply_tick(self.params.symbol_id[ev.symbol], ev.price, ev.ts)
+        if isinstance(ev, PositionEvent):
+            return self.apply_position(ev)
+        return self.apply_balance(ev)
+
+    def apply_tick(self, s: int, price: float, ts: int) -> Rejection | None:
+        if ts < self.sym_ts[s]:
+            return Rejection(
+                RejectReason.STALE,
+                f"tick ts {ts} for {self.params.symbols[s]} is older than the last one ({self.sym_ts[s]})",
+            )
+        self.sym_price[s] = price
+        self.sym_ts[s] = ts
+        if ts > self.last_event_ts:
+            self.last_event_ts = ts
+        p = self.params
+        if s < p.n_instruments:
+            K.tick_instrument(
+                price, self.sym_lists[s], int(self.sym_len[s]),
+                self.acc_f, self.acc_i, self.pos_f, self.pos_i,
+                p.br_floor[s], p.br_mmr[s], p.br_cum[s], int(p.br_count[s]),
+                self._thr, self.dirty, self.meta,
+            )  # fmt: skip
+        for k in self._priced_assets[s]:
+            self.asset_price[k] = price
+            K.tick_collateral(
+                self.hold_lists[k], int(self.hold_len[k]), self.bal, self.asset_price,
+                p.asset_haircut, self.acc_f, self.acc_i, self._thr, self.dirty, self.meta,
+            )  # fmt: skip
+        return None
+
+    def apply_position(self, ev: PositionEvent) -> Rejection | None:
+        p = self.params
+        s = p.symbol_id[ev.symbol]
+        a = self.account_slot(ev.account)
+        key = a * len(p.symbols) + s
+        closed = self._closed_ts.get(key)
+        if closed is not None and ev.ts < closed:
+            return self._stale_position(ev, closed)
+        if self.meta[M_NFREE] == 0:
+            self._ensure_positions(int(self.meta[M_HWM]) + 1)
+        lst = self.sym_lists[s]
+        if self.sym_len[s] >= lst.shape[0]:
+            lst = self.sym_lists[s] = _grow_vec(lst, lst.shape[0] * 2, 0)  # type: ignore[assignment]
+        code = K.apply_position(
+            a, s, ev.qty, ev.entry_price, _MODES[ev.margin_mode], ev.isolated_margin,
+            self.sub_id(ev.sub_account), ev.ts, self.sym_price[s],
+            self.acc_f, self.acc_i, self.pos_f, self.pos_i, self.pos_ts, lst, self.sym_len,
+            self.free, p.br_floor[s], p.br_mmr[s], p.br_cum[s], int(p.br_count[s]),
+            self._thr, self.dirty, self.meta,
+        )  # fmt: skip
+        if code != OK:
+            q = K.find_position(a, s, self.acc_i, self.pos_i)
+            return self._stale_position(ev, int(self.pos_ts[q]))
+        if ev.qty == 0.0:
+            self._closed_ts[key] = ev.ts
+        elif closed is not None:
+            del self._closed_ts[key]
+        if ev.ts > self.last_event_ts:
+            self.last_event_ts = ev.ts
+        return None
+
+    @staticmethod
+    def _stale_position(ev: PositionEvent, held: int) -> Rejection:
+        return Rejection(
+            RejectReason.STALE,
+            f"position ts {ev.ts} for account {ev.account} {ev.symbol} is older than the "
+            f"state held ({held})",
+        )
+
+    def apply_balance(self, ev: BalanceEvent) -> Rejection | None:
+        p = self.params
+        k = p.asset_id[ev.asset]
+        a = self.account_slot(ev.account)
+        code = K.apply_balance(
+            a, k, ev.amount, ev.ts, self.bal, self.bal_ts, self.asset_price, p.asset_haircut,
+            self.acc_f, self.acc_i, self._thr, self.dirty, self.meta,
+        )  # fmt: skip
+        if code != OK:
+            return Rejection(
+                RejectReason.STALE,
+                f"balance ts {ev.ts} for account {ev.account} {ev.asset} is older than the "
+                f"state held ({self.bal_ts[k, a]})",
+            )
+        if p.asset_price_sym[k] >= 0:
+            self._update_holder(k, a, ev.amount != 0.0)
+        if ev.ts > self.last_event_ts:
+            self.last_event_ts = ev.ts
+        return None
+
+    def _update_holder(self, k: int, a: int, holds: bool) -> None:
+        idx = int(self.hold_idx[k, a])
+        if holds and idx < 0:
+            n = int(self.hold_len[k])
+            lst = self.hold_lists[k]
+            if n >= lst.shape[0]:
+                lst = self.hold_lists[k] = _grow_vec(lst, lst.shape[0] * 2, 0)  # type: ignore[assignment]
+            lst[n] = a
+            self.hold_idx[k, a] = n
+            self.hold_len[k] = n + 1
+        elif not holds and idx >= 0:
+            lst = self.hold_lists[k]
+            last = int(self.hold_len[k]) - 1
+            moved = int(lst[last])
+            lst[idx] = moved
+            self.hold_idx[k, moved] = idx
+            self.hold_idx[k, a] = -1
+            self.hold_len[k] = last
+
+    def apply_batch(
+        self, events: Sequence[Event], *, conflate: bool = True
+    ) -> list[tuple[int, Rejection]]:
+        """Apply a batch in order; with ``conflate`` the ticks of one symbol collapse
+        to the latest (account events still apply in order, so the end state is the
+        same). Returns ``(index in batch, rejection)`` for stale events."""
+        rejected: list[tuple[int, Rejection]] = []
+        if not conflate:
+            for i, ev in enumerate(events):
+                r = self.apply(ev)
+                if r is not None:
+                    rejected.append((i, r))
+            return rejected
+        sid = self.params.symbol_id
+        latest: dict[int, tuple[float, int]] = {}
+        for i, ev in enumerate(events):
+            if isinstance(ev, Tick):
+                s = sid[ev.symbol]
+                prev = latest.get(s)
+                held = prev[1] if prev is not None else int(self.sym_ts[s])
+                if ev.ts < held:
+                    rejected.append((i, Rejection(
+                        RejectReason.STALE,
+                        f"tick ts {ev.ts} for {ev.symbol} is older than the last one ({held})",
+                    )))  # fmt: skip
+                else:
+                    latest[s] = (ev.price, ev.ts)
+            else:
+                r = self.apply(ev)
+                if r is not None:
+                    rejected.append((i, r))
+        for s, (price, ts) in latest.items():
+            self.apply_tick(s, price, ts)
+        return rejected
+
+    # ------------------------------------------------------------ reading
+    @property
+    def wallet_balance(self) -> F64:
+        return self.acc_f[A_WB, : self.n_accounts]
+
+    @property
+    def unrealized_pnl(self) -> F64:
+        return self.acc_f[A_UPNL, : self.n_accounts]
+
+    @property
+    def maintenance_margin(self) -> F64:
+        return self.acc_f[A_MM, : self.n_accounts]
+
+    @property
+    def equity(self) -> F64:
+        n = self.n_accounts
+        out: F64 = self.acc_f[A_WB, :n] + self.acc_f[A_UPNL, :n]
+        return out
+
+    @property
+    def margin_ratio(self) -> F64:
+        return self.acc_f[A_MR, : self.n_accounts]
+
+    @property
+    def status(self) -> I64:
+        return self.acc_i[A_STATUS, : self.n_accounts]
+
+    @property
+    def cross_positions(self) -> I64:
+        return self.acc_i[A_NCROSS, : self.n_accounts]
+
+    @property
+    def isolated_positions(self) -> I64:
+        return self.acc_i[A_NISO, : self.n_accounts]
+
+    def positions_of(self, a: int) -> list[int]:
+        """Slots of an account's open positions (cross and isolated)."""
+        out: list[int] = []
+        p = int(self.acc_i[A_HEAD, a])
+        while p >= 0:
+            out.append(p)
+            p = int(self.pos_i[P_NEXT, p])
+        return out
+
+    def mark_of(self, s: int, entry: float) -> float:
+        m = float(self.sym_price[s])
+        return entry if m != m else m
+
+    def alive_positions(self) -> I64:
+        hwm = int(self.meta[M_HWM])
+        out: I64 = np.flatnonzero(self.pos_i[P_ACCT, :hwm] >= 0).astype(np.int64)
+        return out
+
+    def drain_dirty(self) -> I64:
+        """Accounts whose level changed or that sit at or above the first threshold
+        (or had an account event) since the last drain; clears the list."""
+        n = int(self.meta[M_NDIRTY])
+        out = self.dirty[:n].copy()
+        K.reset_dirty(self.dirty, n, self.acc_i)
+        self.meta[M_NDIRTY] = 0
+        return out
+
+    # ------------------------------------------------------------ exactness
+    def recompute(self) -> tuple[F64, F64, F64]:
+        """Wallet, uPnL and maintenance sums of every account from scratch."""
+        n = self.n_accounts
+        alive = self.alive_positions()
+        pi = self.pos_i
+        fig = position_figures(
+            self.params, pi[P_SYM, alive], self.pos_f[P_QTY, alive], self.pos_f[P_ENTRY, alive],
+            self.sym_price,
+        )
+        cross = pi[P_MODE, alive] == MODE_CROSS
+        acct = pi[P_ACCT, alive][cross]
+        upnl = np.bincount(acct, weights=fig.upnl[cross], minlength=n)[:n]
+        mm = np.bincount(acct, weights=fig.mm[cross], minlength=n)[:n]
+        wb = wallet_balances(self.params, self.bal[:, :n], self.sym_price)
+        return wb, upnl, mm
+
+    def resync(self, *, record: bool = True) -> float:
+        """Re-derive every figure exactly; returns (and records the largest) correction."""
+        n = self.n_accounts
+        alive = self.alive_positions()
+        fig = position_figures(
+            self.params, self.pos_i[P_SYM, alive], self.pos_f[P_QTY, alive],
+            self.pos_f[P_ENTRY, alive], self.sym_price,
+        )  # fmt: skip
+        self.pos_f[P_UPNL, alive] = fig.upnl
+        self.pos_f[P_MM, alive] = fig.mm
+        self.pos_i[P_BRACKET, alive] = fig.bracket
+        iso = alive[self.pos_i[P_MODE, alive] == MODE_ISOLATED]
+        if iso.size:
+            eq = self.pos_f[P_ISO_MARGIN, iso] + self.pos_f[P_UPNL, iso]
+            self.pos_i[P_STATUS, iso] = _levels(self.pos_f[P_MM, iso], eq, self._thr)
+        wb, upnl, mm = self.recompute()
+        corr = 0.0
+        if n:
+            corr = float(max(
+                np.max(np.abs(self.acc_f[A_WB, :n] - wb)),
+                np.max(np.abs(self.acc_f[A_UPNL, :n] - upnl)),
+                np.max(np.abs(self.acc_f[A_MM, :n] - mm)),
+            ))  # fmt: skip
+        self.acc_f[A_WB, :n] = wb
+        self.acc_f[A_UPNL, :n] = upnl
+        self.acc_f[A_MM, :n] = mm
+        eq = wb + upnl
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mr = np.where(mm <= 0.0, 0.0, np.where(eq <= 0.0, np.inf, mm / eq))
+        self.acc_f[A_MR, :n] = mr
+        self.acc_i[A_STATUS, :n] = (mr[:, None] >= self._thr[None, :]).sum(axis=1)
+        if record:
+            self.max_correction = max(self.max_correction, corr)
+        return corr
+
+    # ------------------------------------------------------------ bulk
+    def load_positions(
+        self,
+        acct: npt.ArrayLike,
+        sym: npt.ArrayLike,
+        qty: npt.ArrayLike,
+        entry: npt.ArrayLike,
+        *,
+        mode: npt.ArrayLike | None = None,
+        iso_margin: npt.ArrayLike | None = None,
+        sub: npt.ArrayLike | None = None,
+        ts: npt.ArrayLike | None = None,
+    ) -> None:
+        """Install many positions at once into a book that has none (build, restore).
+
+        Slots are laid out by symbol, then account, so the positions a tick walks
+        are contiguous in memory. Account figures are then derived exactly."""
+        if self.n_positions:
+            raise ValueError("load_positions needs a book without positions")
+        a = np.asarray(acct, dtype=np.int64)
+        n = a.shape[0]
+        s = np.asarray(sym, dtype=np.int64)
+        q = np.asarray(qty, dtype=np.float64)
+        e = np.asarray(entry, dtype=np.float64)
+        md = np.zeros(n, np.int64) if mode is None else np.asarray(mode, dtype=np.int64)
+        im = np.zeros(n) if iso_margin is None else np.asarray(iso_margin, dtype=np.float64)
+        sb = np.zeros(n, np.int64) if sub is None else np.asarray(sub, dtype=np.int64)
+        t = np.zeros(n, np.int64) if ts is None else np.asarray(ts, dtype=np.int64)
+        keep = q != 0.0
+        if not keep.all():
+            a, s, q, e, md, im, sb, t = (x[keep] for x in (a, s, q, e, md, im, sb, t))
+            n = a.shape[0]
+        if n and (a.max() >= self.n_accounts or a.min() < 0):
+            raise ValueError("load_positions: unknown account slot")
+        order = np.lexsort((a, s))
+        a, s, q, e, md, im, sb, t = (x[order] for x in (a, s, q, e, md, im, sb, t))
+        pairs = s * (self.n_accounts + 1) + a
+        if n > 1 and np.any(pairs[1:] == pairs[:-1]):
+            raise ValueError("load_positions: an (account, symbol) pair appears twice")
+        self._ensure_positions(n)
+        pf, pi = self.pos_f, self.pos_i
+        pf[:, :n] = 0.0
+        pf[P_QTY, :n] = q
+        pf[P_ENTRY, :n] = e
+        pf[P_ISO_MARGIN, :n] = im
+        pi[P_ACCT, :n] = a
+        pi[P_SYM, :n] = s
+        pi[P_MODE, :n] = md
+        pi[P_SUB, :n] = sb
+        self.pos_ts[:n] = t
+        # symbol lists: contiguous runs
+        counts = np.bincount(s, minlength=self.params.n_instruments)
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        for k in range(self.params.n_instruments):
+            c = int(counts[k])
+            lst = np.zeros(max(16, 1 << max(c - 1, 1).bit_length()), dtype=np.int32)
+            lst[:c] = np.arange(starts[k], starts[k] + c, dtype=np.int32)
+            self.sym_lists[k] = lst
+            self.sym_len[k] = c
+        pi[P_SYMIDX, :n] = np.arange(n) - starts[s]
+        # account lists: chain each account's slots
+        by_acct = np.argsort(a, kind="stable")
+        nxt = np.full(n, -1, dtype=np.int64)
+        same = a[by_acct[1:]] == a[by_acct[:-1]]
+        nxt[by_acct[:-1][same]] = by_acct[1:][same]
+        pi[P_NEXT, :n] = nxt
+        first = np.ones(n, dtype=bool)
+        first[1:] = ~same
+        heads = by_acct[first]
+        self.acc_i[A_HEAD, : self.n_accounts] = -1
+        self.acc_i[A_HEAD, a[heads]] = heads
+        cross = md == MODE_CROSS
+        na = self.n_accounts
+        self.acc_i[A_NCROSS, :na] = np.bincount(a[cross], minlength=na)[:na]
+        self.acc_i[A_NISO, :na] = np.bincount(a[~cross], minlength=na)[:na]
+        self.meta[M_HWM] = n
+        self.meta[M_NFREE] = 0
+        self.resync(record=False)
+
+    def load_balances(
+        self, acct: npt.ArrayLike, asset: npt.ArrayLike, amount: npt.ArrayLike,
+        ts: npt.ArrayLike | None = None,
+    ) -> None:
+        """Set many balances at once (build, restore); figures derived exactly after."""
+        a = np.asarray(acct, dtype=np.int64)
+        k = np.asarray(asset, dtype=np.int64)
+        v = np.asarray(amount, dtype=np.float64)
+        self.bal[k, a] = v
+        self.bal_ts[k, a] = 0 if ts is None else np.asarray(ts, dtype=np.int64)
+        for kk in np.unique(k):
+            if self.params.asset_price_sym[kk] < 0:
+                continue
+            holders = np.flatnonzero(self.bal[kk, : self.n_accounts] != 0.0)
+            lst = np.zeros(max(16, 2 * holders.size), dtype=np.int64)
+            lst[: holders.size] = holders
+            self.hold_lists[kk] = lst
+            self.hold_len[kk] = holders.size
+            self.hold_idx[kk, :] = -1
+            self.hold_idx[kk, holders] = np.arange(holders.size)
+        self.resync(record=False)
+
+    def compact(self) -> None:
+        """Re-lay positions out by symbol and account (after churn has scattered them)."""
+        alive = self.alive_positions()
+        pf, pi = self.pos_f, self.pos_i
+        cols = (
+            pi[P_ACCT, alive].copy(), pi[P_SYM, alive].copy(), pf[P_QTY, alive].copy(),
+            pf[P_ENTRY, alive].copy(), pi[P_MODE, alive].copy(), pf[P_ISO_MARGIN, alive].copy(),
+            pi[P_SUB, alive].copy(), self.pos_ts[alive].copy(),
+        )  # fmt: skip
+        self.pos_i[P_ACCT] = -1
+        self.meta[M_HWM] = 0
+        self.meta[M_NFREE] = 0
+        self.load_positions(
+            cols[0], cols[1], cols[2], cols[3], mode=cols[4], iso_margin=cols[5], sub=cols[6],
+            ts=cols[7],
+        )
+
+    def brackets_of(self, slots: Iterable[int]) -> list[int]:
+        return [int(self.pos_i[P_BRACKET, p]) for p in slots]
+
+
+def _levels(mm: F64, eq: F64, thr: F64) -> I64:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mr = np.where(mm <= 0.0, 0.0, np.where(eq <= 0.0, np.inf, mm / eq))
+    out: I64 = (mr[:, None] >= thr[None, :]).sum(axis=1).astype(np.int64)
+    return out
+
+
+__all__ = ["MODE_CROSS", "MODE_ISOLATED", "MarginBook"]

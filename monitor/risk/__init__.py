@@ -1,0 +1,1 @@
+"""Risk math: levels, liquidation prices, contagion attribution, reports."""

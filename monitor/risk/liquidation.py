@@ -1,0 +1,119 @@
+"""Liquidation prices and distance to liquidation (DESIGN.md section 4).
+
+For a linear contract the account's equity minus maintenance margin is
+piecewise linear in the mark of one instrument, with kinks where the notional
+crosses a bracket floor; with maintenance rates below 1 it is strictly
+monotonic in the price, so each position has at most one liquidation price.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from monitor.instruments.model import Bracket
+
+
+def liquidation_price(
+    qty: float,
+    entry: float,
+    wallet: float,
+    other_mm: float,
+    other_upnl: float,
+    brackets: Sequence[Bracket],
+) -> float | None:
+    """``LP = (WB - TMM1 + UPNL1 + cum - side*Q*EP) / (Q*mmr - side*Q)``, solved per
+    bracket; the solution whose notional ``Q*LP`` lies in that bracket is kept.
+    None when no positive price liquidates the position."""
+    if qty == 0.0:
+        return None
+    side = 1.0 if qty > 0 else -1.0
+    q = abs(qty)
+    for k, b in enumerate(brackets):
+        denom = q * b.mmr - side * q
+        if denom == 0.0:
+            continue
+        lp = (wallet - other_mm + other_upnl + b.cum - side * q * entry) / denom
+        if not lp > 0.0 or not math.isfinite(lp):
+            continue
+        notional = q * lp
+        upper = brackets[k + 1].floor if k + 1 < len(brackets) else math.inf
+        if b.floor <= notional * (1 + 1e-12) and notional < upper * (1 + 1e-12):
+            return lp
+    return None
+
+
+def maintenance(notional: float, brackets: Sequence[Bracket]) -> float:
+    chosen = brackets[0]
+    for b in brackets:
+        if b.floor <= notional:
+            chosen = b
+        else:
+            break
+    return notional * chosen.mmr - chosen.cum
+
+
+@dataclass(frozen=True, slots=True)
+class MovingLeg:
+    """A position on the underlying being moved: qty, entry, mark, brackets."""
+
+    qty: float
+    entry: float
+    mark: float
+    brackets: Sequence[Bracket]
+
+
+def distance_to_liquidation(
+    fixed_equity: float,
+    fixed_mm: float,
+    moving_collateral: float,
+    legs: Sequence[MovingLeg],
+) -> tuple[float | None, float | None]:
+    """Smallest relative moves ``(down, up)`` of one underlying at which the account
+    becomes liquidatable (MM >= equity). ``fixed_*`` are the parts that do not move,
+    ``moving_collateral`` the haircut value of collateral on that underlying.
+    ``(0.0, 0.0)`` when it is liquidatable already; None where no move does it."""
+    if fixed_mm <= 0.0 and not legs:
+        return None, None
+
+    def f(x: float) -> float:
+        e = fixed_equity + moving_collateral * (1.0 + x)
+        mm = fixed_mm
+        for leg in legs:
+            m = leg.mark * (1.0 + x)
+            e += leg.qty * (m - leg.entry)
+            mm += maintenance(abs(leg.qty) * m, leg.brackets)
+        return e - mm
+
+    f0 = f(0.0)
+    if f0 <= 0.0:
+        return 0.0, 0.0
+    kinks: list[float] = []
+    for leg in legs:
+        n0 = abs(leg.qty) * leg.mark
+        if n0 > 0.0:
+            kinks.extend(b.floor / n0 - 1.0 for b in leg.brackets[1:])
+    down_pts = sorted((x for x in kinks if -1.0 < x < 0.0), reverse=True) + [-1.0]
+    up_pts = sorted(x for x in kinks if x > 0.0)
+    return _first_root(f, 0.0, f0, down_pts, unbounded=False), _first_root(
+        f, 0.0, f0, up_pts, unbounded=True
+    )
+
+
+def _first_root(
+    f: Callable[[float], float], x0: float, f0: float, pts: list[float], *, unbounded: bool
+) -> float | None:
+    xa, fa = x0, f0
+    for xb in pts:
+        fb = f(xb)
+        if fb <= 0.0:
+            return xa + (xb - xa) * fa / (fa - fb)
+        xa, fa = xb, fb
+    if not unbounded:
+        return None
+    xb = xa + 1.0
+    fb = f(xb)
+    if fb >= fa:
+        return None
+    return xa + fa / (fa - fb)
