@@ -1,0 +1,1 @@
+"""Standard performance figures (``monitor bench``) and the synthetic books they use."""

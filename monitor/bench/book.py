@@ -1,0 +1,228 @@
+"""Figures of the incremental book (issue targets in brackets in the table).
+
+Ratios are measured side by side in one run: the machines are shared and noisy,
+so absolute times move while ratios hold.
+"""
+
+from __future__ import annotations
+
+import gc
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+
+from monitor.bench.synthetic import SyntheticBook, build_book, generate
+from monitor.book import MarginBook
+from monitor.events import BalanceEvent, Decoder, Event, PositionEvent, Rejection, Tick
+from monitor.risk.reference import ReferenceBook
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    name: str
+    value: float
+    unit: str
+    target: str = ""
+    ok: bool | None = None
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def best_of(fn: Callable[[], object], repeat: int) -> float:
+    """Smallest wall time of ``repeat`` calls (the least disturbed by neighbours)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def memcopy_gbps() -> float:
+    src = np.ones(50_000_000)
+    dst = np.empty_like(src)
+    t = best_of(lambda: np.copyto(dst, src), 5)
+    return src.nbytes / t / 1e9  # bytes copied per second
+
+
+def tick_seconds(book: MarginBook, s: int, repeat: int) -> float:
+    base = float(book.sym_price[s])
+    ts = int(book.sym_ts[s])
+    k = [0]
+
+    def one() -> None:
+        k[0] += 1
+        book.apply_tick(s, base * (1.0 + 0.001 * (k[0] % 2)), ts + k[0])
+
+    one()  # compile
+    t = best_of(one, repeat)
+    book.drain_dirty()
+    return t
+
+
+def full_recompute_seconds(book: MarginBook, repeat: int) -> float:
+    thr = book.thresholds.as_array()
+
+    def one() -> None:
+        wb, upnl, mm = book.recompute()
+        eq = wb + upnl
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            mr = np.where(mm <= 0.0, 0.0, np.where(eq <= 0.0, np.inf, mm / eq))
+        (mr[:, None] >= thr[None, :]).sum(axis=1)
+
+    return best_of(one, repeat)
+
+
+def bench_book(n_accounts: int, repeat: int = 7) -> list[Row]:
+    rows: list[Row] = []
+    gc.collect()
+    rss0 = rss_mb()
+    t0 = time.perf_counter()
+    syn = generate(n_accounts)
+    book = build_book(syn)
+    build_s = time.perf_counter() - t0
+    del syn
+    gc.collect()
+    rss = rss_mb()
+    big = n_accounts >= 1_000_000
+    rows.append(Row("accounts", n_accounts, ""))
+    rows.append(Row("positions", book.n_positions, ""))
+    rows.append(Row("book built", build_s, "s", "<= 30 s" if big else "", build_s <= 30 if big else None))
+    rows.append(Row("process RSS", rss, "MB", "<= 1024 MB" if big else "", rss <= 1024 if big else None))
+    rows.append(Row("RSS of the book", rss - rss0, "MB"))
+    gbps = memcopy_gbps()
+    stream_ns = 52 / gbps  # ns to stream 52 bytes at the measured copy speed
+    rows.append(Row("memory copy speed", gbps, "GB/s"))
+    counts = book.sym_len[: book.params.n_instruments]
+    top = int(np.argmax(counts))
+    tick_top = tick_seconds(book, top, repeat)
+    per_pos = tick_top / counts[top] * 1e9
+    rows.append(Row(f"tick on {book.params.symbols[top]}: touched positions", int(counts[top]), ""))
+    rows.append(Row("tick on the most-held symbol", tick_top * 1e3, "ms"))
+    rows.append(Row("  per touched position", per_pos, "ns", "<= 10 ns", per_pos <= 10))
+    rows.append(Row("  3x time to stream 52 bytes", 3 * stream_ns, "ns"))
+    full = full_recompute_seconds(book, max(3, repeat // 2))
+    rows.append(Row("full vectorised recomputation", full * 1e3, "ms"))
+    rows.append(Row("  speed-up of the tick (most-held)", full / tick_top, "x", ">= 8x", full / tick_top >= 8))
+    share = counts / max(1, book.n_accounts)
+    small = int(np.argmin(np.abs(share - 0.02)))
+    tick_small = tick_seconds(book, small, repeat * 3)
+    rows.append(Row(f"tick on {book.params.symbols[small]} ({share[small]:.1%} of accounts)",
+                    tick_small * 1e6, "us"))  # fmt: skip
+    rows.append(Row("  speed-up of the tick (2% symbol)", full / tick_small, "x", ">= 100x",
+                    full / tick_small >= 100))  # fmt: skip
+    return rows
+
+
+def _events_of(syn: SyntheticBook, accounts: int) -> list[Event]:
+    ids = syn.account_ids()
+    p = syn.params
+    out: list[Event] = []
+    for k in range(syn.bal_acct.size):
+        a = int(syn.bal_acct[k])
+        if a < accounts:
+            out.append(BalanceEvent(ids[a], p.assets[int(syn.bal_asset[k])].name,
+                                    float(syn.bal_amount[k]), 0))  # fmt: skip
+    for k in range(syn.acct.size):
+        a = int(syn.acct[k])
+        if a < accounts:
+            out.append(PositionEvent(ids[a], p.symbols[int(syn.sym[k])], float(syn.qty[k]),
+                                     float(syn.entry[k]), 0, "cross" if syn.mode[k] == 0
+                                     else "isolated", abs(float(syn.qty[k] * syn.entry[k])) / 10))  # fmt: skip
+    for s in range(p.n_instruments):
+        out.append(Tick(p.symbols[s], float(syn.prices[s]), 0))
+    return out
+
+
+def bench_python_loop(n_accounts: int = 10_000) -> list[Row]:
+    """A tick on BTC: the plain per-account loop a bot script runs vs the book."""
+    syn = generate(n_accounts)
+    ref = ReferenceBook(syn.params)
+    book = MarginBook(syn.params)
+    for ev in _events_of(syn, n_accounts):
+        ref.apply(ev)
+        book.apply(ev)
+    holders = [a for a, acc in ref.accounts.items() if "BTC-PERP" in acc.positions]
+    price = float(syn.prices[0])
+
+    def script() -> None:
+        ref.apply(Tick("BTC-PERP", price * 1.001, 1))
+        for a in holders:
+            ref.evaluate(a)
+
+    t_script = best_of(script, 3)
+    t_book = tick_seconds(book, 0, 20)
+    return [
+        Row(f"plain-Python loop, tick on BTC ({len(holders)} accounts)", t_script * 1e3, "ms"),
+        Row("  same tick, incremental book", t_book * 1e3, "ms"),
+        Row("  speed-up", t_script / t_book, "x", ">= 100x", t_script / t_book >= 100),
+    ]
+
+
+def bench_mixed_stream(n_accounts: int = 100_000, n_events: int = 500_000, batch: int = 1000) -> list[Row]:
+    """90% ticks over the 50 symbols, 10% position/balance updates, decoded from JSON
+    bytes and applied in conflated batches of ``batch`` events."""
+    syn = generate(n_accounts)
+    book = build_book(syn)
+    decoder = Decoder(syn.params)
+    rng = np.random.default_rng(7)
+    ids = syn.account_ids()
+    p = syn.params
+    enc = msgspec.json.Encoder()
+    raws: list[bytes] = []
+    kinds = rng.random(n_events)
+    sym = rng.integers(0, p.n_instruments, n_events)
+    move = 1.0 + rng.normal(0, 0.0005, n_events)
+    pos_pick = rng.integers(0, syn.acct.size, n_events)
+    for i in range(n_events):
+        ts = 1 + i
+        if kinds[i] < 0.9:
+            s = int(sym[i])
+            raws.append(enc.encode(Tick(p.symbols[s], float(syn.prices[s] * move[i]), ts)))
+        elif kinds[i] < 0.97:
+            k = int(pos_pick[i])
+            q = float(syn.qty[k]) * (0.0 if kinds[i] < 0.905 else float(move[i]))
+            raws.append(enc.encode(PositionEvent(ids[int(syn.acct[k])], p.symbols[int(syn.sym[k])],
+                                                 q, float(syn.entry[k]), ts)))  # fmt: skip
+        else:
+            a = int(pos_pick[i]) % n_accounts
+            raws.append(enc.encode(BalanceEvent(ids[a], "USDT", float(1000.0 * move[i]), ts)))
+
+    def run() -> int:
+        applied = 0
+        for j in range(0, n_events, batch):
+            evs: list[Event] = []
+            for raw in raws[j : j + batch]:
+                ev = decoder.decode_event(raw)
+                if not isinstance(ev, Rejection):
+                    evs.append(ev)
+            applied += len(evs) - len(book.apply_batch(evs))
+            book.drain_dirty()
+        return applied
+
+    run()  # warm: compile and settle
+    t = best_of(run, 2)
+    rate = n_events / t
+    return [
+        Row(f"mixed stream, {n_accounts} accounts, batches of {batch}", rate, "events/s",
+            ">= 200,000/s", rate >= 200_000),  # fmt: skip
+    ]
+
+
+def render(rows: list[Row]) -> str:
+    lines = [f"{'figure':<52} {'value':>14} {'unit':<9} {'target':<14} ok"]
+    for r in rows:
+        v = f"{r.value:,.0f}" if abs(r.value) >= 1000 else f"{r.value:,.2f}"
+        ok = "" if r.ok is None else ("yes" if r.ok else "NO")
+        lines.append(f"{r.name:<52} {v:>14} {r.unit:<9} {r.target:<14} {ok}")
+    return "\n".join(lines)

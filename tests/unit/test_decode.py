@@ -1,0 +1,89 @@
+"""Every rejection reason of the wire decoder, with the field it names."""
+
+from __future__ import annotations
+
+import pytest
+
+from monitor.book import MarginBook
+from monitor.events import BalanceEvent, Decoder, PositionEvent, Rejection, RejectReason, Tick
+from monitor.instruments import RiskParams
+
+POS = (
+    b'{"type":"position","account":"A1","symbol":"BTC-PERP","qty":-1.5,"entry_price":65000.0,'
+    b'"ts":1700000000200,"margin_mode":"cross","isolated_margin":0.0,"sub_account":"desk-1"}'
+)
+
+
+@pytest.fixture
+def decoder(small_params: RiskParams) -> Decoder:
+    return Decoder(small_params)
+
+
+def test_the_three_wire_events_decode(decoder: Decoder) -> None:
+    assert decoder.decode_event(b'{"type":"tick","symbol":"BTC-PERP","price":64000.5,"ts":1}') == Tick(
+        "BTC-PERP", 64000.5, 1
+    )
+    p = decoder.decode_event(POS)
+    assert isinstance(p, PositionEvent)
+    assert (p.qty, p.sub_account, p.margin_mode) == (-1.5, "desk-1", "cross")
+    b = decoder.decode_event(b'{"type":"balance","account":"A1","asset":"USDT","amount":-5,"ts":3}')
+    assert b == BalanceEvent("A1", "USDT", -5.0, 3)
+
+
+def test_defaults_of_optional_position_fields(decoder: Decoder) -> None:
+    p = decoder.decode_event(
+        b'{"type":"position","account":"A","symbol":"ETH-PERP","qty":1,"entry_price":2,"ts":0}'
+    )
+    assert isinstance(p, PositionEvent)
+    assert (p.margin_mode, p.isolated_margin, p.sub_account) == ("cross", 0.0, "")
+
+
+def test_prices_topic_accepts_ticks_without_a_type(decoder: Decoder) -> None:
+    assert decoder.decode_price(b'{"symbol":"BTC","price":3.5,"ts":9}') == Tick("BTC", 3.5, 9)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason", "mentions"),
+    [
+        (b'{"type":"tick","symbol":"BTC-PERP",', RejectReason.MALFORMED_JSON, "not valid JSON"),
+        (b'{"type":"tick","symbol":"BTC-PERP","ts":1}', RejectReason.MISSING_FIELD, "price"),
+        (b'{"type":"tick","symbol":"BTC-PERP","price":"1","ts":1}', RejectReason.BAD_TYPE, "$.price"),
+        (b'{"type":"tick","symbol":"BTC-PERP","price":1,"ts":1.5}', RejectReason.BAD_TYPE, "$.ts"),
+        (b'[1,2]', RejectReason.BAD_TYPE, "object"),
+        (b'{"type":"tick","symbol":"BTC-PERP","price":1,"ts":-1}', RejectReason.BAD_VALUE, "$.ts"),
+        (
+            POS.replace(b'"cross"', b'"portfolio"'),
+            RejectReason.BAD_VALUE,
+            "margin_mode",
+        ),
+        (b'{"type":"order","id":1}', RejectReason.UNKNOWN_TYPE, "order"),
+        (b'{"type":"tick","symbol":"BTC-PERP","price":NaN,"ts":1}', RejectReason.NON_FINITE, "NaN"),
+        (b'{"type":"tick","symbol":"BTC-PERP","price":1e999,"ts":1}', RejectReason.NON_FINITE, "price"),
+        (b'{"type":"tick","symbol":"BTC-PERP","price":0,"ts":1}', RejectReason.NON_POSITIVE_PRICE, "BTC-PERP"),
+        (b'{"type":"tick","symbol":"DOGE-PERP","price":1,"ts":1}', RejectReason.UNKNOWN_SYMBOL, "DOGE-PERP"),
+        (POS.replace(b"BTC-PERP", b"BTC"), RejectReason.UNKNOWN_SYMBOL, "'BTC'"),
+        (POS.replace(b"65000.0", b"-1"), RejectReason.NON_POSITIVE_PRICE, "entry_price"),
+        (POS.replace(b'"isolated_margin":0.0', b'"isolated_margin":-3'), RejectReason.BAD_VALUE, "isolated_margin"),
+        (b'{"type":"balance","account":"A","asset":"XRP","amount":1,"ts":1}', RejectReason.UNKNOWN_ASSET, "XRP"),
+        (b'{"type":"balance","account":"","asset":"USDT","amount":1,"ts":1}', RejectReason.BAD_VALUE, "account"),
+    ],
+)
+def test_bad_input_is_rejected_with_a_reason_naming_the_problem(
+    decoder: Decoder, raw: bytes, reason: RejectReason, mentions: str
+) -> None:
+    r = decoder.decode_event(raw)
+    assert isinstance(r, Rejection)
+    assert r.reason is reason
+    assert mentions in r.detail
+
+
+def test_stale_events_are_rejected_by_the_book(small_params: RiskParams) -> None:
+    book = MarginBook(small_params)
+    assert book.apply(Tick("BTC-PERP", 10.0, 5)) is None
+    r = book.apply(Tick("BTC-PERP", 11.0, 4))
+    assert isinstance(r, Rejection) and r.reason is RejectReason.STALE
+    assert book.sym_price[0] == 10.0  # the stale price did not replace the state
+    assert book.apply(BalanceEvent("A", "USDT", 5.0, 9)) is None
+    r = book.apply(BalanceEvent("A", "USDT", 6.0, 8))
+    assert isinstance(r, Rejection) and r.reason is RejectReason.STALE and "USDT" in r.detail
+    assert book.wallet_balance[0] == 5.0
