@@ -34,7 +34,7 @@ system-deps:
 	fi
 
 demo: $(STAMP)
-	$(BIN)/monitor demo
+	$(BIN)/monitor evaluate monitor/data/examples/contagion.jsonl
 
 lint: $(STAMP)
 	$(BIN)/ruff check monitor tests

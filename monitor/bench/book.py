@@ -97,8 +97,12 @@ def bench_book(n_accounts: int, repeat: int = 7) -> list[Row]:
     big = n_accounts >= 1_000_000
     rows.append(Row("accounts", n_accounts, ""))
     rows.append(Row("positions", book.n_positions, ""))
-    rows.append(Row("book built", build_s, "s", "<= 30 s" if big else "", build_s <= 30 if big else None))
-    rows.append(Row("process RSS", rss, "MB", "<= 1024 MB" if big else "", rss <= 1024 if big else None))
+    rows.append(
+        Row("book built", build_s, "s", "<= 30 s" if big else "", build_s <= 30 if big else None)
+    )
+    rows.append(
+        Row("process RSS", rss, "MB", "<= 1024 MB" if big else "", rss <= 1024 if big else None)
+    )
     rows.append(Row("RSS of the book", rss - rss0, "MB"))
     gbps = memcopy_gbps()
     stream_ns = 52 / gbps  # ns to stream 52 bytes at the measured copy speed
@@ -113,14 +117,34 @@ def bench_book(n_accounts: int, repeat: int = 7) -> list[Row]:
     rows.append(Row("  3x time to stream 52 bytes", 3 * stream_ns, "ns"))
     full = full_recompute_seconds(book, max(3, repeat // 2))
     rows.append(Row("full vectorised recomputation", full * 1e3, "ms"))
-    rows.append(Row("  speed-up of the tick (most-held)", full / tick_top, "x", ">= 8x", full / tick_top >= 8))
+    rows.append(
+        Row(
+            "  speed-up of the tick (most-held)",
+            full / tick_top,
+            "x",
+            ">= 8x",
+            full / tick_top >= 8,
+        )
+    )
     share = counts / max(1, book.n_accounts)
     small = int(np.argmin(np.abs(share - 0.02)))
     tick_small = tick_seconds(book, small, repeat * 3)
-    rows.append(Row(f"tick on {book.params.symbols[small]} ({share[small]:.1%} of accounts)",
-                    tick_small * 1e6, "us"))  # fmt: skip
-    rows.append(Row("  speed-up of the tick (2% symbol)", full / tick_small, "x", ">= 100x",
-                    full / tick_small >= 100))  # fmt: skip
+    rows.append(
+        Row(
+            f"tick on {book.params.symbols[small]} ({share[small]:.1%} of accounts)",
+            tick_small * 1e6,
+            "us",
+        )
+    )
+    rows.append(
+        Row(
+            "  speed-up of the tick (2% symbol)",
+            full / tick_small,
+            "x",
+            ">= 100x",
+            full / tick_small >= 100,
+        )
+    )
     return rows
 
 
@@ -131,14 +155,25 @@ def _events_of(syn: SyntheticBook, accounts: int) -> list[Event]:
     for k in range(syn.bal_acct.size):
         a = int(syn.bal_acct[k])
         if a < accounts:
-            out.append(BalanceEvent(ids[a], p.assets[int(syn.bal_asset[k])].name,
-                                    float(syn.bal_amount[k]), 0))  # fmt: skip
+            out.append(
+                BalanceEvent(
+                    ids[a], p.assets[int(syn.bal_asset[k])].name, float(syn.bal_amount[k]), 0
+                )
+            )
     for k in range(syn.acct.size):
         a = int(syn.acct[k])
         if a < accounts:
-            out.append(PositionEvent(ids[a], p.symbols[int(syn.sym[k])], float(syn.qty[k]),
-                                     float(syn.entry[k]), 0, "cross" if syn.mode[k] == 0
-                                     else "isolated", abs(float(syn.qty[k] * syn.entry[k])) / 10))  # fmt: skip
+            out.append(
+                PositionEvent(
+                    ids[a],
+                    p.symbols[int(syn.sym[k])],
+                    float(syn.qty[k]),
+                    float(syn.entry[k]),
+                    0,
+                    "cross" if syn.mode[k] == 0 else "isolated",
+                    abs(float(syn.qty[k] * syn.entry[k])) / 10,
+                )
+            )
     for s in range(p.n_instruments):
         out.append(Tick(p.symbols[s], float(syn.prices[s]), 0))
     return out
@@ -169,7 +204,9 @@ def bench_python_loop(n_accounts: int = 10_000) -> list[Row]:
     ]
 
 
-def bench_mixed_stream(n_accounts: int = 100_000, n_events: int = 500_000, batch: int = 1000) -> list[Row]:
+def bench_mixed_stream(
+    n_accounts: int = 100_000, n_events: int = 500_000, batch: int = 1000
+) -> list[Row]:
     """90% ticks over the 50 symbols, 10% position/balance updates, decoded from JSON
     bytes and applied in conflated batches of ``batch`` events."""
     syn = generate(n_accounts)
@@ -192,8 +229,17 @@ def bench_mixed_stream(n_accounts: int = 100_000, n_events: int = 500_000, batch
         elif kinds[i] < 0.97:
             k = int(pos_pick[i])
             q = float(syn.qty[k]) * (0.0 if kinds[i] < 0.905 else float(move[i]))
-            raws.append(enc.encode(PositionEvent(ids[int(syn.acct[k])], p.symbols[int(syn.sym[k])],
-                                                 q, float(syn.entry[k]), ts)))  # fmt: skip
+            raws.append(
+                enc.encode(
+                    PositionEvent(
+                        ids[int(syn.acct[k])],
+                        p.symbols[int(syn.sym[k])],
+                        q,
+                        float(syn.entry[k]),
+                        ts,
+                    )
+                )
+            )
         else:
             a = int(pos_pick[i]) % n_accounts
             raws.append(enc.encode(BalanceEvent(ids[a], "USDT", float(1000.0 * move[i]), ts)))
@@ -214,8 +260,13 @@ def bench_mixed_stream(n_accounts: int = 100_000, n_events: int = 500_000, batch
     t = best_of(run, 2)
     rate = n_events / t
     return [
-        Row(f"mixed stream, {n_accounts} accounts, batches of {batch}", rate, "events/s",
-            ">= 200,000/s", rate >= 200_000),  # fmt: skip
+        Row(
+            f"mixed stream, {n_accounts} accounts, batches of {batch}",
+            rate,
+            "events/s",
+            ">= 200,000/s",
+            rate >= 200_000,
+        ),
     ]
 
 

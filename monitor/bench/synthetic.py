@@ -32,8 +32,11 @@ def synthetic_params() -> RiskParams:
         "ETH-PERP": {"underlying": "ETH", "brackets": btc, "depth_usd": 1e9},
     }
     for k in range(2, N_SYMBOLS):
-        instruments[f"ALT{k:02d}-PERP"] = {"underlying": f"ALT{k:02d}", "brackets": alt,
-                                           "depth_usd": 5e7}  # fmt: skip
+        instruments[f"ALT{k:02d}-PERP"] = {
+            "underlying": f"ALT{k:02d}",
+            "brackets": alt,
+            "depth_usd": 5e7,
+        }
     return parse_instruments(
         {
             "assets": {
@@ -108,9 +111,18 @@ def generate(n_accounts: int, seed: int = SEED) -> SyntheticBook:
         b_asset.append(np.full(who.size, k, dtype=np.int64))
         b_amt.append(gross[who] / lev[who] * 0.3 / price)
     return SyntheticBook(
-        params, prices, acct, sym, qty, entry, mode,
-        np.concatenate(b_acct), np.concatenate(b_asset), np.concatenate(b_amt), n_accounts,
-    )  # fmt: skip
+        params,
+        prices,
+        acct,
+        sym,
+        qty,
+        entry,
+        mode,
+        np.concatenate(b_acct),
+        np.concatenate(b_asset),
+        np.concatenate(b_amt),
+        n_accounts,
+    )
 
 
 def build_book(syn: SyntheticBook) -> MarginBook:

@@ -86,8 +86,13 @@ def _mark_dirty(a: int, acc_i: np.ndarray, dirty: np.ndarray, meta: np.ndarray) 
 
 @njit(cache=True, inline="always")
 def _restatus(
-    a: int, acc_f: np.ndarray, acc_i: np.ndarray, thr: np.ndarray, dirty: np.ndarray,
-    meta: np.ndarray, force_dirty: bool,
+    a: int,
+    acc_f: np.ndarray,
+    acc_i: np.ndarray,
+    thr: np.ndarray,
+    dirty: np.ndarray,
+    meta: np.ndarray,
+    force_dirty: bool,
 ) -> None:
     mr, lvl = ratio_and_level(acc_f[A_MM, a], acc_f[A_WB, a] + acc_f[A_UPNL, a], thr)
     acc_f[A_MR, a] = mr
@@ -99,10 +104,20 @@ def _restatus(
 
 @njit(cache=True)
 def tick_instrument(
-    price: float, lst: np.ndarray, n: int,
-    acc_f: np.ndarray, acc_i: np.ndarray, pos_f: np.ndarray, pos_i: np.ndarray,
-    floor: np.ndarray, mmr: np.ndarray, cum: np.ndarray, nb: int,
-    thr: np.ndarray, dirty: np.ndarray, meta: np.ndarray,
+    price: float,
+    lst: np.ndarray,
+    n: int,
+    acc_f: np.ndarray,
+    acc_i: np.ndarray,
+    pos_f: np.ndarray,
+    pos_i: np.ndarray,
+    floor: np.ndarray,
+    mmr: np.ndarray,
+    cum: np.ndarray,
+    nb: int,
+    thr: np.ndarray,
+    dirty: np.ndarray,
+    meta: np.ndarray,
 ) -> None:
     """Re-mark every position of one instrument at ``price``."""
     for j in range(n):
@@ -139,8 +154,16 @@ def wallet_of(a: int, bal: np.ndarray, asset_price: np.ndarray, haircut: np.ndar
 
 @njit(cache=True)
 def tick_collateral(
-    lst: np.ndarray, n: int, bal: np.ndarray, asset_price: np.ndarray, haircut: np.ndarray,
-    acc_f: np.ndarray, acc_i: np.ndarray, thr: np.ndarray, dirty: np.ndarray, meta: np.ndarray,
+    lst: np.ndarray,
+    n: int,
+    bal: np.ndarray,
+    asset_price: np.ndarray,
+    haircut: np.ndarray,
+    acc_f: np.ndarray,
+    acc_i: np.ndarray,
+    thr: np.ndarray,
+    dirty: np.ndarray,
+    meta: np.ndarray,
 ) -> None:
     """Re-value the collateral of every holder of an asset whose price moved."""
     for j in range(n):
@@ -151,9 +174,19 @@ def tick_collateral(
 
 @njit(cache=True)
 def apply_balance(
-    a: int, k: int, amount: float, ts: int, bal: np.ndarray, bal_ts: np.ndarray,
-    asset_price: np.ndarray, haircut: np.ndarray,
-    acc_f: np.ndarray, acc_i: np.ndarray, thr: np.ndarray, dirty: np.ndarray, meta: np.ndarray,
+    a: int,
+    k: int,
+    amount: float,
+    ts: int,
+    bal: np.ndarray,
+    bal_ts: np.ndarray,
+    asset_price: np.ndarray,
+    haircut: np.ndarray,
+    acc_f: np.ndarray,
+    acc_i: np.ndarray,
+    thr: np.ndarray,
+    dirty: np.ndarray,
+    meta: np.ndarray,
 ) -> int:
     """Set one asset balance of an account (full state). Holder lists are kept by the caller."""
     if ts < bal_ts[k, a]:
@@ -170,17 +203,35 @@ def find_position(a: int, s: int, acc_i: np.ndarray, pos_i: np.ndarray) -> int:
     p = acc_i[A_HEAD, a]
     while p >= 0 and pos_i[P_SYM, p] != s:
         p = pos_i[P_NEXT, p]
-    return p
+    return int(p)
 
 
 @njit(cache=True)
 def apply_position(
-    a: int, s: int, qty: float, entry: float, mode: int, iso_margin: float, sub: int, ts: int,
+    a: int,
+    s: int,
+    qty: float,
+    entry: float,
+    mode: int,
+    iso_margin: float,
+    sub: int,
+    ts: int,
     mark: float,
-    acc_f: np.ndarray, acc_i: np.ndarray, pos_f: np.ndarray, pos_i: np.ndarray,
-    pos_ts: np.ndarray, lst: np.ndarray, sym_len: np.ndarray, free: np.ndarray,
-    floor: np.ndarray, mmr: np.ndarray, cum: np.ndarray, nb: int,
-    thr: np.ndarray, dirty: np.ndarray, meta: np.ndarray,
+    acc_f: np.ndarray,
+    acc_i: np.ndarray,
+    pos_f: np.ndarray,
+    pos_i: np.ndarray,
+    pos_ts: np.ndarray,
+    lst: np.ndarray,
+    sym_len: np.ndarray,
+    free: np.ndarray,
+    floor: np.ndarray,
+    mmr: np.ndarray,
+    cum: np.ndarray,
+    nb: int,
+    thr: np.ndarray,
+    dirty: np.ndarray,
+    meta: np.ndarray,
 ) -> int:
     """Set one position (full state; qty 0 closes it). ``mark`` is NaN before the
     symbol's first tick, in which case the position is marked at its entry price.

@@ -16,7 +16,7 @@ the largest correction it had to make.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import Any, Final, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -69,16 +69,19 @@ I32 = npt.NDArray[np.int32]
 _MODES: Final = {"cross": MODE_CROSS, "isolated": MODE_ISOLATED}
 
 
-def _grow_cols(a: npt.NDArray[np.generic], cap: int, fill: float) -> npt.NDArray[np.generic]:
+_A = TypeVar("_A", bound=npt.NDArray[Any])
+
+
+def _grow_cols(a: _A, cap: int, fill: float) -> _A:
     out = np.full((a.shape[0], cap), fill, dtype=a.dtype)
     out[:, : a.shape[1]] = a
-    return out
+    return cast(_A, out)
 
 
-def _grow_vec(a: npt.NDArray[np.generic], cap: int, fill: float) -> npt.NDArray[np.generic]:
+def _grow_vec(a: _A, cap: int, fill: float) -> _A:
     out = np.full(cap, fill, dtype=a.dtype)
     out[: a.shape[0]] = a
-    return out
+    return cast(_A, out)
 
 
 class MarginBook:
@@ -101,33 +104,33 @@ class MarginBook:
         accounts = max(accounts, 16)
         positions = max(positions, 16)
         # accounts
-        self.acc_f = np.zeros((N_AF, accounts))
-        self.acc_i = np.zeros((N_AI, accounts), dtype=np.int64)
+        self.acc_f: F64 = np.zeros((N_AF, accounts))
+        self.acc_i: I64 = np.zeros((N_AI, accounts), dtype=np.int64)
         self.acc_i[A_HEAD] = -1
-        self.bal = np.zeros((n_assets, accounts))
-        self.bal_ts = np.full((n_assets, accounts), -1, dtype=np.int64)
-        self.dirty = np.zeros(accounts, dtype=np.int64)
+        self.bal: F64 = np.zeros((n_assets, accounts))
+        self.bal_ts: I64 = np.full((n_assets, accounts), -1, dtype=np.int64)
+        self.dirty: I64 = np.zeros(accounts, dtype=np.int64)
         self.account_ids: list[str] = []
         self._slot: dict[str, int] = {}
         # positions
-        self.pos_f = np.zeros((N_PF, positions))
-        self.pos_i = np.zeros((N_PI, positions), dtype=np.int32)
+        self.pos_f: F64 = np.zeros((N_PF, positions))
+        self.pos_i: I32 = np.zeros((N_PI, positions), dtype=np.int32)
         self.pos_i[P_ACCT] = -1
-        self.pos_ts = np.zeros(positions, dtype=np.int64)
-        self.free = np.zeros(positions, dtype=np.int64)
-        self.meta = np.zeros(N_META, dtype=np.int64)
+        self.pos_ts: I64 = np.zeros(positions, dtype=np.int64)
+        self.free: I64 = np.zeros(positions, dtype=np.int64)
+        self.meta: I64 = np.zeros(N_META, dtype=np.int64)
         self.sym_lists: list[I32] = [np.zeros(16, dtype=np.int32) for _ in range(n_instr)]
-        self.sym_len = np.zeros(n_instr, dtype=np.int64)
+        self.sym_len: I64 = np.zeros(n_instr, dtype=np.int64)
         # collateral holders, for assets priced by ticks
         self.hold_lists: list[I64] = [np.zeros(16, dtype=np.int64) for _ in range(n_assets)]
-        self.hold_len = np.zeros(n_assets, dtype=np.int64)
-        self.hold_idx = np.full((n_assets, accounts), -1, dtype=np.int64)
+        self.hold_len: I64 = np.zeros(n_assets, dtype=np.int64)
+        self.hold_idx: I64 = np.full((n_assets, accounts), -1, dtype=np.int64)
         self._priced_assets = [
             [k for k in range(n_assets) if params.asset_price_sym[k] == s] for s in range(n_sym)
         ]
         # prices
-        self.sym_price = np.full(n_sym, np.nan)
-        self.sym_ts = np.full(n_sym, -1, dtype=np.int64)
+        self.sym_price: F64 = np.full(n_sym, np.nan)
+        self.sym_ts: I64 = np.full(n_sym, -1, dtype=np.int64)
         self.asset_price = asset_prices(params, self.sym_price)
         # labels, tombstones of closed positions (staleness), bookkeeping
         self.sub_labels: list[str] = [""]
@@ -224,7 +227,8 @@ class MarginBook:
         if ts < self.sym_ts[s]:
             return Rejection(
                 RejectReason.STALE,
-                f"tick ts {ts} for {self.params.symbols[s]} is older than the last one ({self.sym_ts[s]})",
+                f"tick ts {ts} for {self.params.symbols[s]} is older than the last one "
+                f"({self.sym_ts[s]})",
             )
         self.sym_price[s] = price
         self.sym_ts[s] = ts
@@ -233,17 +237,35 @@ class MarginBook:
         p = self.params
         if s < p.n_instruments:
             K.tick_instrument(
-                price, self.sym_lists[s], int(self.sym_len[s]),
-                self.acc_f, self.acc_i, self.pos_f, self.pos_i,
-                p.br_floor[s], p.br_mmr[s], p.br_cum[s], int(p.br_count[s]),
-                self._thr, self.dirty, self.meta,
-            )  # fmt: skip
+                price,
+                self.sym_lists[s],
+                int(self.sym_len[s]),
+                self.acc_f,
+                self.acc_i,
+                self.pos_f,
+                self.pos_i,
+                p.br_floor[s],
+                p.br_mmr[s],
+                p.br_cum[s],
+                int(p.br_count[s]),
+                self._thr,
+                self.dirty,
+                self.meta,
+            )
         for k in self._priced_assets[s]:
             self.asset_price[k] = price
             K.tick_collateral(
-                self.hold_lists[k], int(self.hold_len[k]), self.bal, self.asset_price,
-                p.asset_haircut, self.acc_f, self.acc_i, self._thr, self.dirty, self.meta,
-            )  # fmt: skip
+                self.hold_lists[k],
+                int(self.hold_len[k]),
+                self.bal,
+                self.asset_price,
+                p.asset_haircut,
+                self.acc_f,
+                self.acc_i,
+                self._thr,
+                self.dirty,
+                self.meta,
+            )
         return None
 
     def apply_position(self, ev: PositionEvent) -> Rejection | None:
@@ -258,14 +280,33 @@ class MarginBook:
             self._ensure_positions(int(self.meta[M_HWM]) + 1)
         lst = self.sym_lists[s]
         if self.sym_len[s] >= lst.shape[0]:
-            lst = self.sym_lists[s] = _grow_vec(lst, lst.shape[0] * 2, 0)  # type: ignore[assignment]
+            lst = self.sym_lists[s] = _grow_vec(lst, lst.shape[0] * 2, 0)
         code = K.apply_position(
-            a, s, ev.qty, ev.entry_price, _MODES[ev.margin_mode], ev.isolated_margin,
-            self.sub_id(ev.sub_account), ev.ts, self.sym_price[s],
-            self.acc_f, self.acc_i, self.pos_f, self.pos_i, self.pos_ts, lst, self.sym_len,
-            self.free, p.br_floor[s], p.br_mmr[s], p.br_cum[s], int(p.br_count[s]),
-            self._thr, self.dirty, self.meta,
-        )  # fmt: skip
+            a,
+            s,
+            ev.qty,
+            ev.entry_price,
+            _MODES[ev.margin_mode],
+            ev.isolated_margin,
+            self.sub_id(ev.sub_account),
+            ev.ts,
+            self.sym_price[s],
+            self.acc_f,
+            self.acc_i,
+            self.pos_f,
+            self.pos_i,
+            self.pos_ts,
+            lst,
+            self.sym_len,
+            self.free,
+            p.br_floor[s],
+            p.br_mmr[s],
+            p.br_cum[s],
+            int(p.br_count[s]),
+            self._thr,
+            self.dirty,
+            self.meta,
+        )
         if code != OK:
             q = K.find_position(a, s, self.acc_i, self.pos_i)
             return self._stale_position(ev, int(self.pos_ts[q]))
@@ -290,9 +331,20 @@ class MarginBook:
         k = p.asset_id[ev.asset]
         a = self.account_slot(ev.account)
         code = K.apply_balance(
-            a, k, ev.amount, ev.ts, self.bal, self.bal_ts, self.asset_price, p.asset_haircut,
-            self.acc_f, self.acc_i, self._thr, self.dirty, self.meta,
-        )  # fmt: skip
+            a,
+            k,
+            ev.amount,
+            ev.ts,
+            self.bal,
+            self.bal_ts,
+            self.asset_price,
+            p.asset_haircut,
+            self.acc_f,
+            self.acc_i,
+            self._thr,
+            self.dirty,
+            self.meta,
+        )
         if code != OK:
             return Rejection(
                 RejectReason.STALE,
@@ -311,7 +363,7 @@ class MarginBook:
             n = int(self.hold_len[k])
             lst = self.hold_lists[k]
             if n >= lst.shape[0]:
-                lst = self.hold_lists[k] = _grow_vec(lst, lst.shape[0] * 2, 0)  # type: ignore[assignment]
+                lst = self.hold_lists[k] = _grow_vec(lst, lst.shape[0] * 2, 0)
             lst[n] = a
             self.hold_idx[k, a] = n
             self.hold_len[k] = n + 1
@@ -345,10 +397,16 @@ class MarginBook:
                 prev = latest.get(s)
                 held = prev[1] if prev is not None else int(self.sym_ts[s])
                 if ev.ts < held:
-                    rejected.append((i, Rejection(
-                        RejectReason.STALE,
-                        f"tick ts {ev.ts} for {ev.symbol} is older than the last one ({held})",
-                    )))  # fmt: skip
+                    rejected.append(
+                        (
+                            i,
+                            Rejection(
+                                RejectReason.STALE,
+                                f"tick ts {ev.ts} for {ev.symbol} is older than the last "
+                                f"one ({held})",
+                            ),
+                        )
+                    )
                 else:
                     latest[s] = (ev.price, ev.ts)
             else:
@@ -428,13 +486,16 @@ class MarginBook:
         alive = self.alive_positions()
         pi = self.pos_i
         fig = position_figures(
-            self.params, pi[P_SYM, alive], self.pos_f[P_QTY, alive], self.pos_f[P_ENTRY, alive],
+            self.params,
+            pi[P_SYM, alive],
+            self.pos_f[P_QTY, alive],
+            self.pos_f[P_ENTRY, alive],
             self.sym_price,
         )
         cross = pi[P_MODE, alive] == MODE_CROSS
         acct = pi[P_ACCT, alive][cross]
-        upnl = np.bincount(acct, weights=fig.upnl[cross], minlength=n)[:n]
-        mm = np.bincount(acct, weights=fig.mm[cross], minlength=n)[:n]
+        upnl = np.bincount(acct, weights=fig.upnl[cross], minlength=n)[:n].astype(np.float64)
+        mm = np.bincount(acct, weights=fig.mm[cross], minlength=n)[:n].astype(np.float64)
         wb = wallet_balances(self.params, self.bal[:, :n], self.sym_price)
         return wb, upnl, mm
 
@@ -443,9 +504,12 @@ class MarginBook:
         n = self.n_accounts
         alive = self.alive_positions()
         fig = position_figures(
-            self.params, self.pos_i[P_SYM, alive], self.pos_f[P_QTY, alive],
-            self.pos_f[P_ENTRY, alive], self.sym_price,
-        )  # fmt: skip
+            self.params,
+            self.pos_i[P_SYM, alive],
+            self.pos_f[P_QTY, alive],
+            self.pos_f[P_ENTRY, alive],
+            self.sym_price,
+        )
         self.pos_f[P_UPNL, alive] = fig.upnl
         self.pos_f[P_MM, alive] = fig.mm
         self.pos_i[P_BRACKET, alive] = fig.bracket
@@ -456,16 +520,18 @@ class MarginBook:
         wb, upnl, mm = self.recompute()
         corr = 0.0
         if n:
-            corr = float(max(
-                np.max(np.abs(self.acc_f[A_WB, :n] - wb)),
-                np.max(np.abs(self.acc_f[A_UPNL, :n] - upnl)),
-                np.max(np.abs(self.acc_f[A_MM, :n] - mm)),
-            ))  # fmt: skip
+            corr = float(
+                max(
+                    np.max(np.abs(self.acc_f[A_WB, :n] - wb)),
+                    np.max(np.abs(self.acc_f[A_UPNL, :n] - upnl)),
+                    np.max(np.abs(self.acc_f[A_MM, :n] - mm)),
+                )
+            )
         self.acc_f[A_WB, :n] = wb
         self.acc_f[A_UPNL, :n] = upnl
         self.acc_f[A_MM, :n] = mm
         eq = wb + upnl
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             mr = np.where(mm <= 0.0, 0.0, np.where(eq <= 0.0, np.inf, mm / eq))
         self.acc_f[A_MR, :n] = mr
         self.acc_i[A_STATUS, :n] = (mr[:, None] >= self._thr[None, :]).sum(axis=1)
@@ -503,18 +569,21 @@ class MarginBook:
         t = np.zeros(n, np.int64) if ts is None else np.asarray(ts, dtype=np.int64)
         keep = q != 0.0
         if not keep.all():
-            a, s, q, e, md, im, sb, t = (x[keep] for x in (a, s, q, e, md, im, sb, t))
+            a, s, md, sb, t = a[keep], s[keep], md[keep], sb[keep], t[keep]
+            q, e, im = q[keep], e[keep], im[keep]
             n = a.shape[0]
         if n and (a.max() >= self.n_accounts or a.min() < 0):
             raise ValueError("load_positions: unknown account slot")
         order = np.lexsort((a, s))
-        a, s, q, e, md, im, sb, t = (x[order] for x in (a, s, q, e, md, im, sb, t))
+        a, s, md, sb, t = a[order], s[order], md[order], sb[order], t[order]
+        q, e, im = q[order], e[order], im[order]
         pairs = s * (self.n_accounts + 1) + a
         if n > 1 and np.any(pairs[1:] == pairs[:-1]):
             raise ValueError("load_positions: an (account, symbol) pair appears twice")
         self._ensure_positions(n)
         pf, pi = self.pos_f, self.pos_i
         pf[:, :n] = 0.0
+        pi[:, :n] = 0
         pf[P_QTY, :n] = q
         pf[P_ENTRY, :n] = e
         pf[P_ISO_MARGIN, :n] = im
@@ -553,7 +622,10 @@ class MarginBook:
         self.resync(record=False)
 
     def load_balances(
-        self, acct: npt.ArrayLike, asset: npt.ArrayLike, amount: npt.ArrayLike,
+        self,
+        acct: npt.ArrayLike,
+        asset: npt.ArrayLike,
+        amount: npt.ArrayLike,
         ts: npt.ArrayLike | None = None,
     ) -> None:
         """Set many balances at once (build, restore); figures derived exactly after."""
@@ -579,15 +651,26 @@ class MarginBook:
         alive = self.alive_positions()
         pf, pi = self.pos_f, self.pos_i
         cols = (
-            pi[P_ACCT, alive].copy(), pi[P_SYM, alive].copy(), pf[P_QTY, alive].copy(),
-            pf[P_ENTRY, alive].copy(), pi[P_MODE, alive].copy(), pf[P_ISO_MARGIN, alive].copy(),
-            pi[P_SUB, alive].copy(), self.pos_ts[alive].copy(),
-        )  # fmt: skip
+            pi[P_ACCT, alive].copy(),
+            pi[P_SYM, alive].copy(),
+            pf[P_QTY, alive].copy(),
+            pf[P_ENTRY, alive].copy(),
+            pi[P_MODE, alive].copy(),
+            pf[P_ISO_MARGIN, alive].copy(),
+            pi[P_SUB, alive].copy(),
+            self.pos_ts[alive].copy(),
+        )
         self.pos_i[P_ACCT] = -1
         self.meta[M_HWM] = 0
         self.meta[M_NFREE] = 0
         self.load_positions(
-            cols[0], cols[1], cols[2], cols[3], mode=cols[4], iso_margin=cols[5], sub=cols[6],
+            cols[0],
+            cols[1],
+            cols[2],
+            cols[3],
+            mode=cols[4],
+            iso_margin=cols[5],
+            sub=cols[6],
             ts=cols[7],
         )
 
@@ -596,7 +679,7 @@ class MarginBook:
 
 
 def _levels(mm: F64, eq: F64, thr: F64) -> I64:
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         mr = np.where(mm <= 0.0, 0.0, np.where(eq <= 0.0, np.inf, mm / eq))
     out: I64 = (mr[:, None] >= thr[None, :]).sum(axis=1).astype(np.int64)
     return out

@@ -67,7 +67,7 @@ def _classify_decode_error(raw: bytes, exc: msgspec.DecodeError) -> Rejection:
             return Rejection(RejectReason.NON_FINITE, f"non-finite number {nf}")
         except (ValueError, UnicodeDecodeError):
             pass
-        return Rejection(RejectReason.MALFORMED_JSON, msg)
+        return Rejection(RejectReason.MALFORMED_JSON, f"not valid JSON: {msg}")
     m = _AT.search(msg)
     field = m.group("path") if m else ""
     if msg.startswith("Object missing required field"):
@@ -122,7 +122,9 @@ class Decoder:
         if t.price <= 0.0:
             return Rejection(RejectReason.NON_POSITIVE_PRICE, f"price {t.price} for {t.symbol}")
         if t.symbol not in self._symbols:
-            return Rejection(RejectReason.UNKNOWN_SYMBOL, f"no instrument or asset priced by {t.symbol!r}")
+            return Rejection(
+                RejectReason.UNKNOWN_SYMBOL, f"no instrument or asset priced by {t.symbol!r}"
+            )
         return t
 
     def _validate_position(self, p: PositionEvent) -> PositionEvent | Rejection:
@@ -132,16 +134,20 @@ class Decoder:
                 return Rejection(RejectReason.NON_FINITE, f"{name} is {v} (account {p.account})")
         sid = self._symbols.get(p.symbol)
         if sid is None or sid >= self._n_instr:
-            return Rejection(RejectReason.UNKNOWN_SYMBOL, f"no instrument {p.symbol!r} (account {p.account})")
+            return Rejection(
+                RejectReason.UNKNOWN_SYMBOL, f"no instrument {p.symbol!r} (account {p.account})"
+            )
         if p.qty != 0.0 and p.entry_price <= 0.0:
             return Rejection(
                 RejectReason.NON_POSITIVE_PRICE,
-                f"entry_price {p.entry_price} for an open position (account {p.account}, {p.symbol})",
+                f"entry_price {p.entry_price} for an open position "
+                f"(account {p.account}, {p.symbol})",
             )
         if p.isolated_margin < 0.0:
             return Rejection(
                 RejectReason.BAD_VALUE,
-                f"isolated_margin {p.isolated_margin} is negative (account {p.account}, {p.symbol})",
+                f"isolated_margin {p.isolated_margin} is negative "
+                f"(account {p.account}, {p.symbol})",
             )
         return p
 
@@ -149,5 +155,7 @@ class Decoder:
         if not math.isfinite(b.amount):
             return Rejection(RejectReason.NON_FINITE, f"amount is {b.amount} (account {b.account})")
         if b.asset not in self._assets:
-            return Rejection(RejectReason.UNKNOWN_ASSET, f"no asset {b.asset!r} (account {b.account})")
+            return Rejection(
+                RejectReason.UNKNOWN_ASSET, f"no asset {b.asset!r} (account {b.account})"
+            )
         return b

@@ -100,12 +100,17 @@ def _parse_instrument(src: str, symbol: str, t: dict[str, Any]) -> Instrument:
         if i == 0 and floor != 0:
             raise ConfigError(f"{src}: {key}: the first floor must be 0, got {item[0]!r}")
         if i > 0 and floor <= pairs[-1][0]:
-            raise ConfigError(f"{src}: {key}: floors must be ascending ({floor} after {pairs[-1][0]})")
+            raise ConfigError(
+                f"{src}: {key}: floors must be ascending ({floor} after {pairs[-1][0]})"
+            )
         if not 0.0 < mmr < 1.0:
             raise ConfigError(f"{src}: {key}: maintenance rate must be in (0, 1), got {item[1]!r}")
         pairs.append((floor, mmr))
-    depth = _num(src, f"{where}.depth_usd", t.get("depth_usd", math.inf)) if "depth_usd" in t \
+    depth = (
+        _num(src, f"{where}.depth_usd", t.get("depth_usd", math.inf))
+        if "depth_usd" in t
         else math.inf
+    )
     if depth <= 0:
         raise ConfigError(f"{src}: {where}.depth_usd: must be > 0, got {depth!r}")
     k = _num(src, f"{where}.impact_k", t.get("impact_k", 1.0))
@@ -120,7 +125,9 @@ def parse_instruments(data: dict[str, Any], source: str = "<memory>") -> RiskPar
     instr_t = _table(source, "instruments", data.get("instruments", {}))
     if not instr_t:
         raise ConfigError(f"{source}: instruments: at least one instrument is required")
-    assets = [_parse_asset(source, n, _table(source, f"assets.{n}", t)) for n, t in assets_t.items()]
+    assets = [
+        _parse_asset(source, n, _table(source, f"assets.{n}", t)) for n, t in assets_t.items()
+    ]
     instruments = [
         _parse_instrument(source, s, _table(source, f"instruments.{s}", t))
         for s, t in instr_t.items()

@@ -141,8 +141,10 @@ class RiskParams:
             self,
             "asset_price_sym",
             np.array(
-                [-1 if a.price_symbol is None else symbols.index(a.price_symbol)
-                 for a in self.assets],
+                [
+                    -1 if a.price_symbol is None else symbols.index(a.price_symbol)
+                    for a in self.assets
+                ],
                 dtype=np.int64,
             ),
         )

@@ -36,7 +36,9 @@ class Thresholds:
         if not all(math.isfinite(v) and v > 0 for v in vals):
             raise ConfigError(f"status thresholds must be finite and > 0, got {vals}")
         if not self.warning < self.critical < self.liquidatable:
-            raise ConfigError(f"status thresholds must ascend (warning < critical < liquidatable), got {vals}")
+            raise ConfigError(
+                f"status thresholds must ascend (warning < critical < liquidatable), got {vals}"
+            )
 
     def as_array(self) -> npt.NDArray[np.float64]:
         return np.array([self.warning, self.critical, self.liquidatable], dtype=np.float64)

@@ -94,7 +94,7 @@ def distance_to_liquidation(
         n0 = abs(leg.qty) * leg.mark
         if n0 > 0.0:
             kinks.extend(b.floor / n0 - 1.0 for b in leg.brackets[1:])
-    down_pts = sorted((x for x in kinks if -1.0 < x < 0.0), reverse=True) + [-1.0]
+    down_pts = [*sorted((x for x in kinks if -1.0 < x < 0.0), reverse=True), -1.0]
     up_pts = sorted(x for x in kinks if x > 0.0)
     return _first_root(f, 0.0, f0, down_pts, unbounded=False), _first_root(
         f, 0.0, f0, up_pts, unbounded=True

@@ -131,10 +131,13 @@ def contagion(cross_rows: list[Json], status: Status) -> Json:
     return {
         "healthy_notional_at_risk": float(sum(v["notional"] for v in victims)),
         "culprits": [
-            {"symbol": r["symbol"], "sub_account": r["sub_account"],
-             "unrealized_pnl": r["unrealized_pnl"]}
+            {
+                "symbol": r["symbol"],
+                "sub_account": r["sub_account"],
+                "unrealized_pnl": r["unrealized_pnl"],
+            }
             for r in losers
-        ],  # fmt: skip
+        ],
         "culprit_sub_accounts": [
             {"sub_account": k, "unrealized_pnl": v}
             for k, v in sorted(by_sub.items(), key=lambda kv: kv[1])
@@ -170,8 +173,14 @@ def distances(book: MarginBook, a: int, slots: list[int]) -> dict[str, Json]:
             if int(params.sym_underlying[s]) != u:
                 continue
             entry = float(book.pos_f[P_ENTRY, p])
-            legs.append(MovingLeg(float(book.pos_f[P_QTY, p]), entry, book.mark_of(s, entry),
-                                  params.instruments[s].brackets))  # fmt: skip
+            legs.append(
+                MovingLeg(
+                    float(book.pos_f[P_QTY, p]),
+                    entry,
+                    book.mark_of(s, entry),
+                    params.instruments[s].brackets,
+                )
+            )
             fixed_upnl -= float(book.pos_f[P_UPNL, p])
             fixed_mm -= float(book.pos_f[P_MM, p])
         coll = coll_by_u.get(u, 0.0)

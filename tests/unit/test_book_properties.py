@@ -120,4 +120,6 @@ def test_replaying_the_same_stream_again_leaves_the_state_unchanged(events: list
         book.apply(ev)
     assert status.tolist() == book.status.tolist()
     assert all(isclose(float(x), float(y)) for x, y in zip(equity, book.equity, strict=True))
-    assert all(isclose(float(x), float(y)) for x, y in zip(mm, book.maintenance_margin, strict=True))
+    assert all(
+        isclose(float(x), float(y)) for x, y in zip(mm, book.maintenance_margin, strict=True)
+    )

@@ -20,9 +20,9 @@ def decoder(small_params: RiskParams) -> Decoder:
 
 
 def test_the_three_wire_events_decode(decoder: Decoder) -> None:
-    assert decoder.decode_event(b'{"type":"tick","symbol":"BTC-PERP","price":64000.5,"ts":1}') == Tick(
-        "BTC-PERP", 64000.5, 1
-    )
+    assert decoder.decode_event(
+        b'{"type":"tick","symbol":"BTC-PERP","price":64000.5,"ts":1}'
+    ) == Tick("BTC-PERP", 64000.5, 1)
     p = decoder.decode_event(POS)
     assert isinstance(p, PositionEvent)
     assert (p.qty, p.sub_account, p.margin_mode) == (-1.5, "desk-1", "cross")
@@ -47,9 +47,13 @@ def test_prices_topic_accepts_ticks_without_a_type(decoder: Decoder) -> None:
     [
         (b'{"type":"tick","symbol":"BTC-PERP",', RejectReason.MALFORMED_JSON, "not valid JSON"),
         (b'{"type":"tick","symbol":"BTC-PERP","ts":1}', RejectReason.MISSING_FIELD, "price"),
-        (b'{"type":"tick","symbol":"BTC-PERP","price":"1","ts":1}', RejectReason.BAD_TYPE, "$.price"),
+        (
+            b'{"type":"tick","symbol":"BTC-PERP","price":"1","ts":1}',
+            RejectReason.BAD_TYPE,
+            "$.price",
+        ),
         (b'{"type":"tick","symbol":"BTC-PERP","price":1,"ts":1.5}', RejectReason.BAD_TYPE, "$.ts"),
-        (b'[1,2]', RejectReason.BAD_TYPE, "object"),
+        (b"[1,2]", RejectReason.BAD_TYPE, "object"),
         (b'{"type":"tick","symbol":"BTC-PERP","price":1,"ts":-1}', RejectReason.BAD_VALUE, "$.ts"),
         (
             POS.replace(b'"cross"', b'"portfolio"'),
@@ -58,14 +62,38 @@ def test_prices_topic_accepts_ticks_without_a_type(decoder: Decoder) -> None:
         ),
         (b'{"type":"order","id":1}', RejectReason.UNKNOWN_TYPE, "order"),
         (b'{"type":"tick","symbol":"BTC-PERP","price":NaN,"ts":1}', RejectReason.NON_FINITE, "NaN"),
-        (b'{"type":"tick","symbol":"BTC-PERP","price":1e999,"ts":1}', RejectReason.NON_FINITE, "price"),
-        (b'{"type":"tick","symbol":"BTC-PERP","price":0,"ts":1}', RejectReason.NON_POSITIVE_PRICE, "BTC-PERP"),
-        (b'{"type":"tick","symbol":"DOGE-PERP","price":1,"ts":1}', RejectReason.UNKNOWN_SYMBOL, "DOGE-PERP"),
+        (
+            b'{"type":"tick","symbol":"BTC-PERP","price":1e999,"ts":1}',
+            RejectReason.NON_FINITE,
+            "price",
+        ),
+        (
+            b'{"type":"tick","symbol":"BTC-PERP","price":0,"ts":1}',
+            RejectReason.NON_POSITIVE_PRICE,
+            "BTC-PERP",
+        ),
+        (
+            b'{"type":"tick","symbol":"DOGE-PERP","price":1,"ts":1}',
+            RejectReason.UNKNOWN_SYMBOL,
+            "DOGE-PERP",
+        ),
         (POS.replace(b"BTC-PERP", b"BTC"), RejectReason.UNKNOWN_SYMBOL, "'BTC'"),
         (POS.replace(b"65000.0", b"-1"), RejectReason.NON_POSITIVE_PRICE, "entry_price"),
-        (POS.replace(b'"isolated_margin":0.0', b'"isolated_margin":-3'), RejectReason.BAD_VALUE, "isolated_margin"),
-        (b'{"type":"balance","account":"A","asset":"XRP","amount":1,"ts":1}', RejectReason.UNKNOWN_ASSET, "XRP"),
-        (b'{"type":"balance","account":"","asset":"USDT","amount":1,"ts":1}', RejectReason.BAD_VALUE, "account"),
+        (
+            POS.replace(b'"isolated_margin":0.0', b'"isolated_margin":-3'),
+            RejectReason.BAD_VALUE,
+            "isolated_margin",
+        ),
+        (
+            b'{"type":"balance","account":"A","asset":"XRP","amount":1,"ts":1}',
+            RejectReason.UNKNOWN_ASSET,
+            "XRP",
+        ),
+        (
+            b'{"type":"balance","account":"","asset":"USDT","amount":1,"ts":1}',
+            RejectReason.BAD_VALUE,
+            "account",
+        ),
     ],
 )
 def test_bad_input_is_rejected_with_a_reason_naming_the_problem(

@@ -23,7 +23,10 @@ not json
 
 def evaluate(*args: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [sys.executable, "-m", "monitor", "evaluate", *args], capture_output=True, timeout=60, check=False
+        [sys.executable, "-m", "monitor", "evaluate", *args],
+        capture_output=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -50,9 +53,18 @@ def test_evaluate_prints_accounts_rejections_and_summary(tmp_path: Path, suffix:
     assert p["maintenance_margin"] == pytest.approx(96000.75 * 0.005 - 50)
     assert p["contagion_shift"] == 0.0  # the only position: nothing else pulls it
     assert set(p) >= {
-        "symbol", "qty", "entry_price", "mark_price", "notional", "unrealized_pnl", "mmr",
-        "maintenance_amount", "liquidation_price", "standalone_liquidation_price", "healthy",
-    }  # fmt: skip
+        "symbol",
+        "qty",
+        "entry_price",
+        "mark_price",
+        "notional",
+        "unrealized_pnl",
+        "mmr",
+        "maintenance_amount",
+        "liquidation_price",
+        "standalone_liquidation_price",
+        "healthy",
+    }
     assert doc["rejected"] == [
         {"line": 5, "reason": "non_positive_price", "detail": "price -1.0 for BTC-PERP"},
         {"line": 6, "reason": "malformed_json", "detail": doc["rejected"][1]["detail"]},

@@ -38,7 +38,10 @@ def test_the_bundled_instruments_load_with_the_required_symbols() -> None:
 def test_config_dir_holds_the_bundled_instruments_file() -> None:
     from monitor.instruments.load import default_instruments_path
 
-    assert Path("config/instruments.toml").resolve().read_bytes() == default_instruments_path().read_bytes()
+    assert (
+        Path("config/instruments.toml").resolve().read_bytes()
+        == default_instruments_path().read_bytes()
+    )
 
 
 def test_a_good_file_derives_maintenance_amounts(tmp_path: Path) -> None:
@@ -51,7 +54,7 @@ def test_a_good_file_derives_maintenance_amounts(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ('haircut = 0.05', 'haircut = 0.05\nhaircat = 1', "assets.BTC.haircat: unknown key"),
+        ("haircut = 0.05", "haircut = 0.05\nhaircat = 1", "assets.BTC.haircat: unknown key"),
         ("[[0, 0.004], [50000", "[[10, 0.004], [50000", "first floor must be 0"),
         ("[250000, 0.01]", "[40000, 0.01]", "floors must be ascending"),
         ("[1000000, 0.025]", "[1000000, 1.5]", "maintenance rate must be in (0, 1)"),

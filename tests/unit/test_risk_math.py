@@ -19,7 +19,9 @@ from monitor.risk.liquidation import MovingLeg, distance_to_liquidation, liquida
 from monitor.risk.report import account_report
 
 
-def pos(account: str, symbol: str, qty: float, entry: float, ts: int = 1, **kw: object) -> PositionEvent:
+def pos(
+    account: str, symbol: str, qty: float, entry: float, ts: int = 1, **kw: object
+) -> PositionEvent:
     return PositionEvent(account, symbol, qty, entry, ts, **kw)  # type: ignore[arg-type]
 
 

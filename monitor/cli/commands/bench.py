@@ -20,10 +20,18 @@ def _positive(text: str) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--accounts", type=_positive, default=1_000_000,
-                   help="accounts in the synthetic book (default 1,000,000)")  # fmt: skip
-    p.add_argument("--suite", action="append", choices=["book", "loop", "mixed"],
-                   help="run only these suites (repeatable; default: all)")  # fmt: skip
+    p.add_argument(
+        "--accounts",
+        type=_positive,
+        default=1_000_000,
+        help="accounts in the synthetic book (default 1,000,000)",
+    )
+    p.add_argument(
+        "--suite",
+        action="append",
+        choices=["book", "loop", "mixed"],
+        help="run only these suites (repeatable; default: all)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

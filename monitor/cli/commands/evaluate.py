@@ -22,7 +22,9 @@ HELP = "Apply a JSONL event file (.gz/.zst too) and print the final state of eve
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", type=Path, help="JSONL event file (plain, .gz or .zst)")
-    p.add_argument("--instruments", type=Path, default=None, help="instruments TOML (default: bundled)")
+    p.add_argument(
+        "--instruments", type=Path, default=None, help="instruments TOML (default: bundled)"
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 if any line was rejected")
     p.add_argument("--compact", action="store_true", help="one-line JSON instead of indented")
 
