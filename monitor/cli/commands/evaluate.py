@@ -14,7 +14,7 @@ from monitor.events.decode import Decoder, Rejection
 from monitor.instruments import load_instruments
 from monitor.instruments.model import RiskParams
 from monitor.risk.report import account_report
-from monitor.sources.lines import read_lines
+from monitor.sources.files import read_jsonl
 
 NAME = "evaluate"
 HELP = "Apply a JSONL event file (.gz/.zst too) and print the final state of every account."
@@ -36,7 +36,7 @@ def load_book(path: Path, params: RiskParams) -> tuple[MarginBook, list[dict[str
     decoder = Decoder(params)
     rejected: list[dict[str, Any]] = []
     events = 0
-    for line_no, raw in read_lines(path):
+    for _, line_no, raw in read_jsonl(path):
         events += 1
         ev = decoder.decode_event(raw)
         if not isinstance(ev, Rejection):
