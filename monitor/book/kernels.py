@@ -7,9 +7,13 @@ measured here were ~2 ns/position for a fused compiled loop, 6 ns for
 position once (qty, entry, uPnL, MM, account, mode, bracket: ~52 bytes),
 re-looks-up its bracket from the previous one (brackets rarely change between
 ticks), applies uPnL and MM deltas to its account and recomputes that
-account's ratio and level in the same pass. A position appears at most once
-per symbol list and an account at most once per symbol, so there are no
-write conflicts.
+account's level in the same pass. A position appears at most once per symbol
+list and an account at most once per symbol, so there are no write conflicts.
+
+Measured on the same 1M-account book: keeping isolated positions in lists of
+their own (no mode branch in the cross loop) took the loop from ~11 to ~9
+ns/position; not storing the ratio and skipping unchanged stores of the level
+and bracket took it from ~12 to ~11.
 
 Accounts are recorded in a dirty list only when their level changes or they
 are at or above the first threshold (what the alert engine must look at), so
@@ -25,7 +29,6 @@ from monitor.book.layout import (
     A_DIRTY,
     A_HEAD,
     A_MM,
-    A_MR,
     A_NCROSS,
     A_NISO,
     A_STATUS,
@@ -56,18 +59,6 @@ _INF = np.inf
 
 
 @njit(cache=True, inline="always")
-def ratio_and_level(mm: float, eq: float, thr: np.ndarray) -> tuple[float, int]:
-    if mm <= 0.0:
-        return 0.0, 0
-    mr = _INF if eq <= 0.0 else mm / eq
-    lvl = 0
-    for t in thr:
-        if mr >= t:
-            lvl += 1
-    return mr, lvl
-
-
-@njit(cache=True, inline="always")
 def bracket_of(notional: float, b: int, floor: np.ndarray, nb: int) -> int:
     while b + 1 < nb and floor[b + 1] <= notional:
         b += 1
@@ -85,6 +76,17 @@ def _mark_dirty(a: int, acc_i: np.ndarray, dirty: np.ndarray, meta: np.ndarray) 
 
 
 @njit(cache=True, inline="always")
+def level_of(mm: float, eq: float, thr: np.ndarray) -> int:
+    # thr is (warning, critical, liquidatable); unrolled, branch-free counting
+    if mm <= 0.0:
+        return 0
+    if eq <= 0.0:
+        return 3
+    mr = mm / eq
+    return int(mr >= thr[0]) + int(mr >= thr[1]) + int(mr >= thr[2])
+
+
+@njit(cache=True, inline="always")
 def _restatus(
     a: int,
     acc_f: np.ndarray,
@@ -94,11 +96,12 @@ def _restatus(
     meta: np.ndarray,
     force_dirty: bool,
 ) -> None:
-    mr, lvl = ratio_and_level(acc_f[A_MM, a], acc_f[A_WB, a] + acc_f[A_UPNL, a], thr)
-    acc_f[A_MR, a] = mr
-    old = acc_i[A_STATUS, a]
-    acc_i[A_STATUS, a] = lvl
-    if force_dirty or lvl != old or lvl > 0:
+    # The ratio itself is not stored (it is derived on read): on a tick over a
+    # million accounts the store and the write-back of a healthy, unchanged
+    # level are most of what a position costs.
+    lvl = level_of(acc_f[A_MM, a], acc_f[A_WB, a] + acc_f[A_UPNL, a], thr)
+    if force_dirty or lvl != acc_i[A_STATUS, a] or lvl > 0:
+        acc_i[A_STATUS, a] = lvl
         _mark_dirty(a, acc_i, dirty, meta)
 
 
@@ -119,7 +122,47 @@ def tick_instrument(
     dirty: np.ndarray,
     meta: np.ndarray,
 ) -> None:
-    """Re-mark every position of one instrument at ``price``."""
+    """Re-mark every cross position of one instrument at ``price``."""
+    for j in range(n):
+        p = lst[j]
+        q = pos_f[P_QTY, p]
+        u = q * (price - pos_f[P_ENTRY, p])
+        notional = abs(q) * price
+        b0 = pos_i[P_BRACKET, p]
+        b = bracket_of(notional, b0, floor, nb)
+        mm = notional * mmr[b] - cum[b]
+        a = pos_i[P_ACCT, p]
+        au = acc_f[A_UPNL, a] + (u - pos_f[P_UPNL, p])
+        am = acc_f[A_MM, a] + (mm - pos_f[P_MM, p])
+        acc_f[A_UPNL, a] = au
+        acc_f[A_MM, a] = am
+        lvl = level_of(am, acc_f[A_WB, a] + au, thr)
+        if lvl != acc_i[A_STATUS, a] or lvl > 0:
+            acc_i[A_STATUS, a] = lvl
+            _mark_dirty(a, acc_i, dirty, meta)
+        pos_f[P_UPNL, p] = u
+        pos_f[P_MM, p] = mm
+        if b != b0:  # brackets rarely change between ticks: skip the store
+            pos_i[P_BRACKET, p] = b
+
+
+@njit(cache=True)
+def tick_isolated(
+    price: float,
+    lst: np.ndarray,
+    n: int,
+    acc_i: np.ndarray,
+    pos_f: np.ndarray,
+    pos_i: np.ndarray,
+    floor: np.ndarray,
+    mmr: np.ndarray,
+    cum: np.ndarray,
+    nb: int,
+    thr: np.ndarray,
+    dirty: np.ndarray,
+    meta: np.ndarray,
+) -> None:
+    """Re-mark every isolated position of one instrument (each its own unit)."""
     for j in range(n):
         p = lst[j]
         q = pos_f[P_QTY, p]
@@ -127,16 +170,10 @@ def tick_instrument(
         notional = abs(q) * price
         b = bracket_of(notional, pos_i[P_BRACKET, p], floor, nb)
         mm = notional * mmr[b] - cum[b]
-        a = pos_i[P_ACCT, p]
-        if pos_i[P_MODE, p] == MODE_CROSS:
-            acc_f[A_UPNL, a] += u - pos_f[P_UPNL, p]
-            acc_f[A_MM, a] += mm - pos_f[P_MM, p]
-            _restatus(a, acc_f, acc_i, thr, dirty, meta, False)
-        else:
-            _, lvl = ratio_and_level(mm, pos_f[P_ISO_MARGIN, p] + u, thr)
-            if lvl != pos_i[P_STATUS, p] or lvl > 0:
-                _mark_dirty(a, acc_i, dirty, meta)
+        lvl = level_of(mm, pos_f[P_ISO_MARGIN, p] + u, thr)
+        if lvl != pos_i[P_STATUS, p] or lvl > 0:
             pos_i[P_STATUS, p] = lvl
+            _mark_dirty(pos_i[P_ACCT, p], acc_i, dirty, meta)
         pos_f[P_UPNL, p] = u
         pos_f[P_MM, p] = mm
         pos_i[P_BRACKET, p] = b
@@ -206,6 +243,25 @@ def find_position(a: int, s: int, acc_i: np.ndarray, pos_i: np.ndarray) -> int:
     return int(p)
 
 
+@njit(cache=True, inline="always")
+def _list_add(p: int, s: int, lst: np.ndarray, lens: np.ndarray, pos_i: np.ndarray) -> None:
+    idx = lens[s]
+    lst[idx] = p
+    pos_i[P_SYMIDX, p] = idx
+    lens[s] = idx + 1
+
+
+@njit(cache=True, inline="always")
+def _list_remove(p: int, s: int, lst: np.ndarray, lens: np.ndarray, pos_i: np.ndarray) -> None:
+    """Swap-remove a slot from a symbol list."""
+    idx = pos_i[P_SYMIDX, p]
+    last = lens[s] - 1
+    moved = lst[last]
+    lst[idx] = moved
+    pos_i[P_SYMIDX, moved] = idx
+    lens[s] = last
+
+
 @njit(cache=True)
 def apply_position(
     a: int,
@@ -222,8 +278,9 @@ def apply_position(
     pos_f: np.ndarray,
     pos_i: np.ndarray,
     pos_ts: np.ndarray,
-    lst: np.ndarray,
-    sym_len: np.ndarray,
+    lst_cross: np.ndarray,
+    lst_iso: np.ndarray,
+    lens: np.ndarray,
     free: np.ndarray,
     floor: np.ndarray,
     mmr: np.ndarray,
@@ -235,17 +292,26 @@ def apply_position(
 ) -> int:
     """Set one position (full state; qty 0 closes it). ``mark`` is NaN before the
     symbol's first tick, in which case the position is marked at its entry price.
-    The caller guarantees a free slot and room in ``lst``."""
+    Cross and isolated positions of a symbol sit in separate lists (``lens[mode, s]``
+    long), so the tick loop over cross positions has no mode branch.
+    The caller guarantees a free slot and room in both lists."""
     p = find_position(a, s, acc_i, pos_i)
     if p >= 0:
         if ts < pos_ts[p]:
             return STALE
-        if pos_i[P_MODE, p] == MODE_CROSS:
+        old_mode = pos_i[P_MODE, p]
+        if old_mode == MODE_CROSS:
             acc_f[A_UPNL, a] -= pos_f[P_UPNL, p]
             acc_f[A_MM, a] -= pos_f[P_MM, p]
             acc_i[A_NCROSS, a] -= 1
         else:
             acc_i[A_NISO, a] -= 1
+        if qty == 0.0 or old_mode != mode:
+            _list_remove(
+                p, s, lst_cross if old_mode == MODE_CROSS else lst_iso, lens[old_mode], pos_i
+            )
+        if qty != 0.0 and old_mode != mode:
+            _list_add(p, s, lst_cross if mode == MODE_CROSS else lst_iso, lens[mode], pos_i)
     if qty == 0.0:
         if p >= 0:
             # unlink from the account's list
@@ -258,13 +324,6 @@ def apply_position(
                 acc_i[A_HEAD, a] = pos_i[P_NEXT, p]
             else:
                 pos_i[P_NEXT, prev] = pos_i[P_NEXT, p]
-            # swap-remove from the symbol's list
-            idx = pos_i[P_SYMIDX, p]
-            last = sym_len[s] - 1
-            moved = lst[last]
-            lst[idx] = moved
-            pos_i[P_SYMIDX, moved] = idx
-            sym_len[s] = last
             # free the slot
             pos_i[P_ACCT, p] = -1
             pos_f[P_QTY, p] = 0.0
@@ -285,10 +344,7 @@ def apply_position(
             pos_i[P_BRACKET, p] = 0
             pos_i[P_NEXT, p] = acc_i[A_HEAD, a]
             acc_i[A_HEAD, a] = p
-            idx = sym_len[s]
-            lst[idx] = p
-            pos_i[P_SYMIDX, p] = idx
-            sym_len[s] = idx + 1
+            _list_add(p, s, lst_cross if mode == MODE_CROSS else lst_iso, lens[mode], pos_i)
         price = entry if np.isnan(mark) else mark
         u = qty * (price - entry)
         notional = abs(qty) * price
@@ -310,8 +366,7 @@ def apply_position(
             pos_i[P_STATUS, p] = 0
         else:
             acc_i[A_NISO, a] += 1
-            _, lvl = ratio_and_level(mm, iso_margin + u, thr)
-            pos_i[P_STATUS, p] = lvl
+            pos_i[P_STATUS, p] = level_of(mm, iso_margin + u, thr)
     # an account without positions carries exact zeros (no drift left behind)
     if acc_i[A_NCROSS, a] == 0:
         acc_f[A_UPNL, a] = 0.0

@@ -9,8 +9,7 @@ arguments to the compiled kernels (and so their call overhead) small.
 A_WB = 0  # wallet balance after haircuts (cross collateral)
 A_UPNL = 1  # sum of cross uPnL, maintained by deltas
 A_MM = 2  # sum of cross maintenance margin, maintained by deltas
-A_MR = 3  # cross margin ratio (inf when equity <= 0 with positions)
-N_AF = 4
+N_AF = 3  # (the margin ratio is derived on read: MarginBook.margin_ratio)
 
 # account int columns
 A_STATUS = 0  # risk level of the cross part (risk.levels.Status)

@@ -25,7 +25,6 @@ from monitor.book import kernels as K
 from monitor.book.layout import (
     A_HEAD,
     A_MM,
-    A_MR,
     A_NCROSS,
     A_NISO,
     A_STATUS,
@@ -119,8 +118,13 @@ class MarginBook:
         self.pos_ts: I64 = np.zeros(positions, dtype=np.int64)
         self.free: I64 = np.zeros(positions, dtype=np.int64)
         self.meta: I64 = np.zeros(N_META, dtype=np.int64)
-        self.sym_lists: list[I32] = [np.zeros(16, dtype=np.int32) for _ in range(n_instr)]
-        self.sym_len: I64 = np.zeros(n_instr, dtype=np.int64)
+        # per symbol, the slots of its cross positions and of its isolated ones
+        # (``lists[mode][s]``, ``list_len[mode, s]`` long)
+        self.lists: tuple[list[I32], list[I32]] = (
+            [np.zeros(16, dtype=np.int32) for _ in range(n_instr)],
+            [np.zeros(16, dtype=np.int32) for _ in range(n_instr)],
+        )
+        self.list_len: I64 = np.zeros((2, n_instr), dtype=np.int64)
         # collateral holders, for assets priced by ticks
         self.hold_lists: list[I64] = [np.zeros(16, dtype=np.int64) for _ in range(n_assets)]
         self.hold_len: I64 = np.zeros(n_assets, dtype=np.int64)
@@ -147,6 +151,12 @@ class MarginBook:
     @property
     def n_positions(self) -> int:
         return int(self.meta[M_HWM] - self.meta[M_NFREE])
+
+    @property
+    def sym_len(self) -> I64:
+        """Open positions (cross and isolated) per instrument."""
+        out: I64 = self.list_len.sum(axis=0)
+        return out
 
     @property
     def position_capacity(self) -> int:
@@ -236,10 +246,26 @@ class MarginBook:
             self.last_event_ts = ts
         p = self.params
         if s < p.n_instruments:
+            if self.list_len[MODE_ISOLATED, s]:
+                K.tick_isolated(
+                    price,
+                    self.lists[MODE_ISOLATED][s],
+                    int(self.list_len[MODE_ISOLATED, s]),
+                    self.acc_i,
+                    self.pos_f,
+                    self.pos_i,
+                    p.br_floor[s],
+                    p.br_mmr[s],
+                    p.br_cum[s],
+                    int(p.br_count[s]),
+                    self._thr,
+                    self.dirty,
+                    self.meta,
+                )
             K.tick_instrument(
                 price,
-                self.sym_lists[s],
-                int(self.sym_len[s]),
+                self.lists[MODE_CROSS][s],
+                int(self.list_len[MODE_CROSS, s]),
                 self.acc_f,
                 self.acc_i,
                 self.pos_f,
@@ -278,9 +304,10 @@ class MarginBook:
             return self._stale_position(ev, closed)
         if self.meta[M_NFREE] == 0:
             self._ensure_positions(int(self.meta[M_HWM]) + 1)
-        lst = self.sym_lists[s]
-        if self.sym_len[s] >= lst.shape[0]:
-            lst = self.sym_lists[s] = _grow_vec(lst, lst.shape[0] * 2, 0)
+        for mode in (MODE_CROSS, MODE_ISOLATED):
+            lst = self.lists[mode][s]
+            if self.list_len[mode, s] >= lst.shape[0]:
+                self.lists[mode][s] = _grow_vec(lst, lst.shape[0] * 2, 0)
         code = K.apply_position(
             a,
             s,
@@ -296,8 +323,9 @@ class MarginBook:
             self.pos_f,
             self.pos_i,
             self.pos_ts,
-            lst,
-            self.sym_len,
+            self.lists[MODE_CROSS][s],
+            self.lists[MODE_ISOLATED][s],
+            self.list_len,
             self.free,
             p.br_floor[s],
             p.br_mmr[s],
@@ -438,7 +466,8 @@ class MarginBook:
 
     @property
     def margin_ratio(self) -> F64:
-        return self.acc_f[A_MR, : self.n_accounts]
+        """``MM / E`` per account: 0 without cross positions, inf when E <= 0."""
+        return ratios(self.maintenance_margin, self.equity)
 
     @property
     def status(self) -> I64:
@@ -530,11 +559,7 @@ class MarginBook:
         self.acc_f[A_WB, :n] = wb
         self.acc_f[A_UPNL, :n] = upnl
         self.acc_f[A_MM, :n] = mm
-        eq = wb + upnl
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            mr = np.where(mm <= 0.0, 0.0, np.where(eq <= 0.0, np.inf, mm / eq))
-        self.acc_f[A_MR, :n] = mr
-        self.acc_i[A_STATUS, :n] = (mr[:, None] >= self._thr[None, :]).sum(axis=1)
+        self.acc_i[A_STATUS, :n] = _levels(mm, wb + upnl, self._thr)
         if record:
             self.max_correction = max(self.max_correction, corr)
         return corr
@@ -574,7 +599,7 @@ class MarginBook:
             n = a.shape[0]
         if n and (a.max() >= self.n_accounts or a.min() < 0):
             raise ValueError("load_positions: unknown account slot")
-        order = np.lexsort((a, s))
+        order = np.lexsort((a, md, s))
         a, s, md, sb, t = a[order], s[order], md[order], sb[order], t[order]
         q, e, im = q[order], e[order], im[order]
         pairs = s * (self.n_accounts + 1) + a
@@ -592,16 +617,19 @@ class MarginBook:
         pi[P_MODE, :n] = md
         pi[P_SUB, :n] = sb
         self.pos_ts[:n] = t
-        # symbol lists: contiguous runs
-        counts = np.bincount(s, minlength=self.params.n_instruments)
+        # symbol lists: contiguous runs of (symbol, mode)
+        ni = self.params.n_instruments
+        group = s * 2 + md
+        counts = np.bincount(group, minlength=2 * ni)
         starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-        for k in range(self.params.n_instruments):
-            c = int(counts[k])
-            lst = np.zeros(max(16, 1 << max(c - 1, 1).bit_length()), dtype=np.int32)
-            lst[:c] = np.arange(starts[k], starts[k] + c, dtype=np.int32)
-            self.sym_lists[k] = lst
-            self.sym_len[k] = c
-        pi[P_SYMIDX, :n] = np.arange(n) - starts[s]
+        for k in range(ni):
+            for m in (MODE_CROSS, MODE_ISOLATED):
+                c = int(counts[2 * k + m])
+                lst = np.zeros(max(16, 1 << max(c - 1, 1).bit_length()), dtype=np.int32)
+                lst[:c] = np.arange(starts[2 * k + m], starts[2 * k + m] + c, dtype=np.int32)
+                self.lists[m][k] = lst
+                self.list_len[m, k] = c
+        pi[P_SYMIDX, :n] = np.arange(n) - starts[group]
         # account lists: chain each account's slots
         by_acct = np.argsort(a, kind="stable")
         nxt = np.full(n, -1, dtype=np.int64)
@@ -678,10 +706,15 @@ class MarginBook:
         return [int(self.pos_i[P_BRACKET, p]) for p in slots]
 
 
-def _levels(mm: F64, eq: F64, thr: F64) -> I64:
+def ratios(mm: F64, eq: F64) -> F64:
+    """Margin ratios, vectorised: 0 without maintenance, inf when equity <= 0."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        mr = np.where(mm <= 0.0, 0.0, np.where(eq <= 0.0, np.inf, mm / eq))
-    out: I64 = (mr[:, None] >= thr[None, :]).sum(axis=1).astype(np.int64)
+        out: F64 = np.where(mm <= 0.0, 0.0, np.where(eq <= 0.0, np.inf, mm / eq))
+    return out
+
+
+def _levels(mm: F64, eq: F64, thr: F64) -> I64:
+    out: I64 = (ratios(mm, eq)[:, None] >= thr[None, :]).sum(axis=1).astype(np.int64)
     return out
 
 
