@@ -5,8 +5,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# Debian packages the tests drive for real: an MQTT broker, Prometheus/promtool, a browser.
-DEB_PACKAGES := mosquitto prometheus chromium
+# Debian packages the tests drive for real (command -> package): an MQTT broker,
+# Prometheus (promtool, server), Alertmanager (amtool), a browser for the replay
+# report, kubectl (kustomize) and systemd-analyze for the deploy files.
+DEB_TOOLS := mosquitto:mosquitto promtool:prometheus amtool:prometheus-alertmanager \
+             chromium:chromium kubectl:kubernetes-client systemd-analyze:systemd
 
 .PHONY: demo test lint typecheck unit bench system-deps clean
 
@@ -20,9 +23,10 @@ $(STAMP): pyproject.toml
 
 system-deps:
 	@missing=""; \
-	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
-	command -v promtool >/dev/null || missing="$$missing prometheus"; \
-	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	for pair in $(DEB_TOOLS); do \
+	  tool=$${pair%%:*}; pkg=$${pair#*:}; \
+	  command -v $$tool >/dev/null || [ -x /usr/sbin/$$tool ] || missing="$$missing $$pkg"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing Debian packages:$$missing"; \

@@ -1,0 +1,2 @@
+"""Checks of the deploy material in deploy/ (Docker, Compose, Kubernetes, systemd,
+Prometheus, Alertmanager, Grafana)."""
