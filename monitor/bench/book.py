@@ -10,24 +10,15 @@ import gc
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import msgspec
 import numpy as np
 
+from monitor.bench.report import Row
 from monitor.bench.synthetic import SyntheticBook, build_book, generate
 from monitor.book import MarginBook
 from monitor.events import BalanceEvent, Decoder, Event, PositionEvent, Rejection, Tick
 from monitor.risk.reference import ReferenceBook
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    name: str
-    value: float
-    unit: str
-    target: str = ""
-    ok: bool | None = None
 
 
 def rss_mb() -> float:
@@ -268,12 +259,3 @@ def bench_mixed_stream(
             rate >= 200_000,
         ),
     ]
-
-
-def render(rows: list[Row]) -> str:
-    lines = [f"{'figure':<52} {'value':>14} {'unit':<9} {'target':<14} ok"]
-    for r in rows:
-        v = f"{r.value:,.0f}" if abs(r.value) >= 1000 else f"{r.value:,.2f}"
-        ok = "" if r.ok is None else ("yes" if r.ok else "NO")
-        lines.append(f"{r.name:<52} {v:>14} {r.unit:<9} {r.target:<14} {ok}")
-    return "\n".join(lines)

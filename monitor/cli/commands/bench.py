@@ -29,15 +29,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--suite",
         action="append",
-        choices=["book", "loop", "mixed"],
+        choices=["book", "loop", "mixed", "cascade"],
         help="run only these suites (repeatable; default: all)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    from monitor.bench.book import bench_book, bench_mixed_stream, bench_python_loop, render
+    from monitor.bench import cascade
+    from monitor.bench.book import bench_book, bench_mixed_stream, bench_python_loop
+    from monitor.bench.report import render
 
-    suites = args.suite or ["book", "loop", "mixed"]
+    suites = args.suite or ["book", "loop", "mixed", "cascade"]
     out = sys.stdout
     out.write(f"monitor bench --accounts {args.accounts}\n")
     rows = []
@@ -47,5 +49,7 @@ def run(args: argparse.Namespace) -> int:
         rows += bench_python_loop(min(10_000, args.accounts))
     if "mixed" in suites:
         rows += bench_mixed_stream(min(100_000, args.accounts))
+    if "cascade" in suites:
+        rows += cascade.rows(args.accounts)
     out.write(render(rows) + "\n")
     return 0
