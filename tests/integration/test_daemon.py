@@ -1,0 +1,330 @@
+"""The daemon against a real broker, in-process: book, DLQ, metrics, health, checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from monitor.checkpoint import SnapshotStore
+from monitor.config import Config, build_config
+from monitor.daemon import Daemon
+from monitor.instruments import load_instruments
+from tests.support.tansu import (
+    TansuBroker,
+    Topics,
+    Workload,
+    assert_same_book,
+    consume_all,
+    create_topics,
+    make_workload,
+    produce,
+    reference_book,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+PARTITIONS = 3
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[TansuBroker]:
+    with TansuBroker() as b:
+        yield b
+
+
+@pytest.fixture
+async def topics(broker: TansuBroker) -> Topics:
+    t = Topics.fresh()
+    await create_topics(broker.bootstrap, t.all(), partitions=PARTITIONS)
+    return t
+
+
+def daemon_config(bootstrap: str, t: Topics, state_dir: Path, **over: Any) -> Config:
+    data: dict[str, dict[str, Any]] = {
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "group_id": t.group,
+            "session_timeout_ms": 6000,
+            "heartbeat_interval_ms": 500,
+        },
+        "topics": {
+            "prices": t.prices,
+            "account_events": t.account_events,
+            "alerts": t.alerts,
+            "dlq": t.dlq,
+            "partials": t.partials,
+        },
+        "http": {"host": "127.0.0.1", "port": 0},
+        "state": {"dir": str(state_dir), "snapshot_interval_s": 1.0},
+        "health": {"stall_after_s": 2.0},
+    }
+    for section, values in over.items():
+        data.setdefault(section, {}).update(values)
+    return build_config(data, source="test", env={})
+
+
+async def http_get(port: int, path: str) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+async def publish(bootstrap: str, t: Topics, work: Workload) -> None:
+    await produce(bootstrap, t.prices, work.prices, partitions=PARTITIONS)
+    await produce(bootstrap, t.account_events, work.events, partitions=PARTITIONS)
+
+
+async def wait_applied(daemon: Daemon, t: Topics, work: Workload, timeout_s: float = 30) -> None:
+    """Until the daemon's next offsets cover every produced record."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = {
+            topic: sum(o for tp, o in daemon.offsets.items() if tp.topic == topic)
+            for topic in (t.prices, t.account_events)
+        }
+        if done[t.prices] >= len(work.prices) and done[t.account_events] >= len(work.events):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not applied in time: {daemon.offsets}")
+
+
+@pytest.fixture
+async def running(
+    broker: TansuBroker, topics: Topics, tmp_path: Path
+) -> AsyncIterator[tuple[Daemon, asyncio.Task[int]]]:
+    daemon = Daemon(
+        daemon_config(broker.bootstrap, topics, tmp_path / "state"),
+        registry=CollectorRegistry(),
+        install_signal_handlers=False,
+    )
+    task = asyncio.create_task(daemon.run(), name="daemon-under-test")
+    yield daemon, task
+    daemon.request_stop()
+    await asyncio.wait_for(task, 30)
+
+
+async def test_the_book_equals_a_from_scratch_evaluation_and_bad_input_goes_to_the_dlq(
+    broker: TansuBroker, topics: Topics, running: tuple[Daemon, asyncio.Task[int]]
+) -> None:
+    daemon, _ = running
+    work = make_workload(accounts=40, ticks=300, events=400, bad=True)
+    await publish(broker.bootstrap, topics, work)
+    await asyncio.wait_for(daemon.ready.wait(), 30)
+    await wait_applied(daemon, topics, work)
+
+    want, reasons = reference_book(load_instruments(), work)
+    assert_same_book(daemon.engine.book, want)
+
+    n_bad = sum(reasons.values())
+    dlq = await consume_all(broker.bootstrap, topics.dlq, n_bad)
+    assert len(dlq) == n_bad
+    got_reasons: dict[str, int] = {}
+    for rec in dlq:
+        h = dict(rec.headers)
+        assert set(h) == {"reason", "detail", "source_topic", "partition", "offset"}
+        got_reasons[h["reason"].decode()] = got_reasons.get(h["reason"].decode(), 0) + 1
+        src = work.prices if h["source_topic"].decode() == topics.prices else work.events
+        assert (rec.key, rec.value) in src  # original key and value
+    assert got_reasons == reasons
+
+    status, body = await http_get(daemon.http.port, "/metrics")
+    assert status == 200
+    text = body.decode()
+    assert (
+        f'monitor_messages_consumed_total{{topic="{topics.prices}"}} {len(work.prices)}.0' in text
+    )
+    for reason, n in reasons.items():
+        assert f'monitor_dlq_messages_total{{reason="{reason}"}} {n}.0' in text
+    assert 'monitor_accounts{status="healthy"}' in text
+    assert "monitor_tick_to_evaluation_seconds_bucket" in text
+    assert 'monitor_price_staleness_seconds{symbol="BTC-PERP"}' in text
+    assert 'monitor_queue_depth{queue="account_events"}' in text
+    assert "monitor_ready 1.0" in text
+    types = [line for line in text.splitlines() if line.startswith("# TYPE ")]
+    assert len(types) == len(set(types)), "a metric family is exported twice"
+
+    assert (await http_get(daemon.http.port, "/healthz"))[0] == 200
+    assert (await http_get(daemon.http.port, "/readyz"))[0] == 200
+
+    # Every account at WARNING or worse has a firing margin alert, keyed by account.
+    book = daemon.engine.book
+    at_risk = {book.account_ids[a] for a in range(book.n_accounts) if book.status[a] > 0}
+    assert at_risk, "the workload is meant to put some accounts at risk"
+    await daemon.checkpoint("test")  # flushes the alert sink
+    records = await consume_all(broker.bootstrap, topics.alerts, 10**6, timeout_s=2.0)
+    firing = set()
+    for rec in records:
+        alert = orjson.loads(rec.value)
+        assert rec.key == alert["account"].encode()
+        if alert["kind"] == "margin" and alert["state"] == "firing":
+            firing.add(alert["account"])
+    assert at_risk <= firing
+
+
+async def test_a_full_event_queue_pauses_the_partitions_and_drops_nothing(
+    broker: TansuBroker, topics: Topics, tmp_path: Path
+) -> None:
+    daemon = Daemon(
+        daemon_config(broker.bootstrap, topics, tmp_path / "state"),
+        registry=CollectorRegistry(),
+        install_signal_handlers=False,
+    )
+    daemon.event_queue.high_water, daemon.event_queue.low_water = 20, 5
+    work = make_workload(accounts=30, ticks=100, events=600, seed=9)
+    await publish(broker.bootstrap, topics, work)
+    task = asyncio.create_task(daemon.run())
+    try:
+        await asyncio.wait_for(daemon.ready.wait(), 30)
+        await wait_applied(daemon, topics, work)
+        assert daemon.events is not None and daemon.events.pauses > 0
+        assert_same_book(daemon.engine.book, reference_book(load_instruments(), work)[0])
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, 30) == 0
+
+
+async def test_a_clean_stop_checkpoints_commits_and_returns_zero(
+    broker: TansuBroker, topics: Topics, tmp_path: Path
+) -> None:
+    cfg = daemon_config(
+        broker.bootstrap, topics, tmp_path / "state", state={"snapshot_interval_s": 60.0}
+    )
+    daemon = Daemon(cfg, registry=CollectorRegistry(), install_signal_handlers=False)
+    task = asyncio.create_task(daemon.run())
+    work = make_workload(accounts=10, ticks=50, events=80)
+    await publish(broker.bootstrap, topics, work)
+    await asyncio.wait_for(daemon.ready.wait(), 30)
+    await wait_applied(daemon, topics, work)
+    offsets = dict(daemon.offsets)
+    daemon.request_stop()
+    assert await asyncio.wait_for(task, 30) == 0
+
+    state = SnapshotStore(tmp_path / "state").read()
+    assert state is not None
+    assert state.offsets == {(tp.topic, tp.partition): o for tp, o in offsets.items()}
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=topics.group)
+    await consumer.start()
+    try:
+        for tp, o in offsets.items():
+            if tp.topic == topics.account_events:
+                assert await consumer.committed(TopicPartition(tp.topic, tp.partition)) == o
+    finally:
+        await consumer.stop()
+
+
+async def test_a_corrupt_snapshot_is_set_aside_and_the_book_rebuilt(
+    broker: TansuBroker, topics: Topics, tmp_path: Path
+) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    (state_dir / "book.snapshot").write_bytes(b"MONSNAP\n" + b"\x00" * 100)
+    work = make_workload(accounts=8, ticks=30, events=40, seed=3)
+    await publish(broker.bootstrap, topics, work)
+    daemon = Daemon(
+        daemon_config(broker.bootstrap, topics, state_dir),
+        registry=CollectorRegistry(),
+        install_signal_handlers=False,
+    )
+    task = asyncio.create_task(daemon.run())
+    try:
+        await asyncio.wait_for(daemon.ready.wait(), 30)
+        await wait_applied(daemon, topics, work)
+        assert_same_book(daemon.engine.book, reference_book(load_instruments(), work)[0])
+        assert list(state_dir.glob("book.snapshot.*.corrupt"))
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, 30) == 0
+
+
+async def test_health_turns_unavailable_while_the_broker_is_down(tmp_path: Path) -> None:
+    broker = TansuBroker()
+    broker.start()
+    try:
+        t = Topics.fresh()
+        await create_topics(broker.bootstrap, t.all(), partitions=1)
+        daemon = Daemon(
+            daemon_config(broker.bootstrap, t, tmp_path / "state"),
+            registry=CollectorRegistry(),
+            install_signal_handlers=False,
+        )
+        task = asyncio.create_task(daemon.run())
+        await asyncio.wait_for(daemon.ready.wait(), 30)
+        assert (await http_get(daemon.http.port, "/healthz"))[0] == 200
+        broker.stop()
+        deadline = time.monotonic() + 20
+        status, body = 200, b""
+        while time.monotonic() < deadline and status == 200:
+            await asyncio.sleep(0.2)
+            status, body = await http_get(daemon.http.port, "/healthz")
+        assert status == 503
+        reason = orjson.loads(body)["reason"]
+        assert "broker unreachable" in reason or "no successful poll" in reason
+        _, metrics = await http_get(daemon.http.port, "/metrics")
+        assert b"monitor_healthy 0.0" in metrics
+        daemon.request_stop()
+        await asyncio.wait_for(task, 40)
+    finally:
+        broker.stop()
+
+
+async def test_two_instances_in_one_group_split_the_accounts_between_them(
+    broker: TansuBroker, topics: Topics, tmp_path: Path
+) -> None:
+    work = make_workload(accounts=40, ticks=100, events=300, seed=4)
+    await publish(broker.bootstrap, topics, work)
+    first = Daemon(
+        daemon_config(broker.bootstrap, topics, tmp_path / "a"),
+        registry=CollectorRegistry(),
+        install_signal_handlers=False,
+    )
+    t1 = asyncio.create_task(first.run())
+    second: Daemon | None = None
+    t2: asyncio.Task[int] | None = None
+    try:
+        await asyncio.wait_for(first.ready.wait(), 30)
+        await wait_applied(first, topics, work)
+        assert first.engine.book.n_accounts == 40
+        # A second instance joins: the partitions are shared out, the first keeps
+        # only the accounts of the partitions it still owns.
+        second = Daemon(
+            daemon_config(broker.bootstrap, topics, tmp_path / "b"),
+            registry=CollectorRegistry(),
+            install_signal_handlers=False,
+        )
+        t2 = asyncio.create_task(second.run())
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            owned = (first.owned, second.owned)
+            if all(owned) and len(owned[0] | owned[1]) == PARTITIONS and second.ready.is_set():
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the partitions were not shared out")
+        await asyncio.sleep(0.5)
+        want = reference_book(load_instruments(), work)[0]
+        books = [first.engine.book, second.engine.book]
+        ids = [set(b.account_ids) for b in books]
+        assert not ids[0] & ids[1]
+        assert ids[0] | ids[1] == set(want.account_ids)
+        for b in books:
+            for acc in b.account_ids:
+                a, w = b.slot_of(acc), want.slot_of(acc)
+                assert a is not None and w is not None
+                assert b.bal[:, a].tolist() == want.bal[:, w].tolist()
+                assert len(b.positions_of(a)) == len(want.positions_of(w))
+    finally:
+        for d, task in ((first, t1), (second, t2)):
+            if d is not None and task is not None:
+                d.request_stop()
+                assert await asyncio.wait_for(task, 30) == 0

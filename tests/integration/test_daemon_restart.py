@@ -1,0 +1,264 @@
+"""`monitor run` as a real subprocess: SIGKILL mid-stream, restart, SIGTERM.
+
+The final book (read back from the snapshot the clean stop writes) must equal a
+from-scratch evaluation of every record produced: no update lost, none
+applied twice (a replay from before the state it is applied to would show up
+as stale rejections in the DLQ, and there are none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from monitor.checkpoint import SnapshotStore, restore
+from monitor.errors import StateError
+from monitor.instruments import load_instruments
+from tests.support.tansu import (
+    TansuBroker,
+    Topics,
+    Workload,
+    assert_same_book,
+    consume_all,
+    create_topics,
+    free_port,
+    make_workload,
+    produce,
+    reference_book,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+PARTITIONS = 3
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[TansuBroker]:
+    with TansuBroker() as b:
+        yield b
+
+
+def write_config(path: Path, bootstrap: str, t: Topics, state: Path, port: int) -> Path:
+    path.write_text(
+        f"""
+[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "{t.group}"
+session_timeout_ms = 6000
+heartbeat_interval_ms = 500
+
+[topics]
+prices = "{t.prices}"
+account_events = "{t.account_events}"
+alerts = "{t.alerts}"
+dlq = "{t.dlq}"
+partials = "{t.partials}"
+
+[http]
+host = "127.0.0.1"
+port = {port}
+
+[state]
+dir = "{state}"
+snapshot_interval_s = 0.3
+"""
+    )
+    return path
+
+
+class Proc:
+    """A `monitor run` subprocess with its log in a file."""
+
+    def __init__(self, config: Path, log: Path, port: int) -> None:
+        self.port = port
+        self.log = log
+        self._fh = open(log, "ab")  # noqa: SIM115 - closed in wait()
+        self.p = subprocess.Popen(
+            [sys.executable, "-m", "monitor", "run", "--config", str(config)],
+            cwd=ROOT,
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            env={k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")},
+        )
+
+    def signal(self, sig: int) -> None:
+        self.p.send_signal(sig)
+
+    def wait(self, timeout_s: float) -> int:
+        try:
+            return self.p.wait(timeout_s)
+        finally:
+            self._fh.close()
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait(10)
+        self._fh.close()
+
+
+async def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return 0, ""
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body.decode()
+
+
+def metric(text: str, name: str) -> float:
+    """Sum of every sample of ``name`` (all label sets)."""
+    total = 0.0
+    for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M):
+        total += float(m.group(1))
+    return total
+
+
+async def wait_until(pred: object, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await pred():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def split(work: Workload, frac: float) -> tuple[Workload, Workload]:
+    p, e = int(len(work.prices) * frac), int(len(work.events) * frac)
+    return Workload(work.prices[:p], work.events[:e]), Workload(work.prices[p:], work.events[e:])
+
+
+async def test_sigkill_mid_stream_then_restart_loses_nothing_and_applies_nothing_twice(
+    broker: TansuBroker, tmp_path: Path
+) -> None:
+    t = Topics.fresh()
+    await create_topics(broker.bootstrap, t.all(), partitions=PARTITIONS)
+    state = tmp_path / "state"
+    port = free_port()
+    cfg = write_config(tmp_path / "monitor.toml", broker.bootstrap, t, state, port)
+    work = make_workload(accounts=80, ticks=3000, events=6000, seed=11)
+    first, rest = split(work, 0.4)
+    second, third = split(rest, 0.5)
+
+    proc = Proc(cfg, tmp_path / "run1.log", port)
+    try:
+        await produce(broker.bootstrap, t.prices, first.prices, partitions=PARTITIONS)
+        await produce(broker.bootstrap, t.account_events, first.events, partitions=PARTITIONS)
+
+        async def checkpointed() -> bool:
+            # A snapshot that already holds account events (not only prices).
+            try:
+                snap = SnapshotStore(state).read()
+            except StateError:
+                return False
+            return snap is not None and any(
+                o > 0 for (topic, _), o in snap.offsets.items() if topic == t.account_events
+            )
+
+        await wait_until(checkpointed, 40, "a checkpoint holding account events")
+        # More input, and the daemon is killed while it is taking it in.
+        await produce(broker.bootstrap, t.account_events, second.events, partitions=PARTITIONS)
+        await produce(broker.bootstrap, t.prices, second.prices, partitions=PARTITIONS)
+        proc.signal(signal.SIGKILL)
+        assert proc.wait(10) == -signal.SIGKILL
+    finally:
+        proc.kill()
+
+    await produce(broker.bootstrap, t.prices, third.prices, partitions=PARTITIONS)
+    await produce(broker.bootstrap, t.account_events, third.events, partitions=PARTITIONS)
+
+    proc = Proc(cfg, tmp_path / "run2.log", port)
+    try:
+
+        async def caught_up() -> bool:
+            status, text = await get(port, "/metrics")
+            if status != 200 or metric(text, "monitor_ready") != 1.0:
+                return False
+            return (
+                metric(text, "monitor_consumer_lag") == 0
+                and metric(text, "monitor_queue_depth") == 0
+            )
+
+        await wait_until(caught_up, 60, "the restarted daemon to catch up")
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, (tmp_path / "run2.log").read_text()[-3000:]
+    finally:
+        proc.kill()
+
+    snap = SnapshotStore(state).read()
+    assert snap is not None
+    produced = {t.prices: len(work.prices), t.account_events: len(work.events)}
+    for topic, n in produced.items():
+        assert sum(o for (tp, _), o in snap.offsets.items() if tp == topic) == n
+    params = load_instruments()
+    assert_same_book(restore(snap, params), reference_book(params, work)[0])
+    # Nothing was rejected: a replay from before the state it lands on would be stale.
+    assert await consume_all(broker.bootstrap, t.dlq, 1, timeout_s=1.0) == []
+    log2 = (tmp_path / "run2.log").read_text()
+    assert '"event": "state loaded"' in log2
+    assert '"from_beginning": []' in log2  # resumed every partition from the snapshot
+    assert '"reason": "shutdown"' in log2
+
+
+async def test_sigterm_checkpoints_commits_and_exits_zero(
+    broker: TansuBroker, tmp_path: Path
+) -> None:
+    t = Topics.fresh()
+    await create_topics(broker.bootstrap, t.all(), partitions=PARTITIONS)
+    state = tmp_path / "state"
+    port = free_port()
+    cfg = write_config(tmp_path / "monitor.toml", broker.bootstrap, t, state, port)
+    # Long interval: the snapshot and the commit checked below come from the stop.
+    cfg.write_text(
+        cfg.read_text().replace("snapshot_interval_s = 0.3", "snapshot_interval_s = 600")
+    )
+    work = make_workload(accounts=20, ticks=100, events=200, seed=5)
+    await produce(broker.bootstrap, t.prices, work.prices, partitions=PARTITIONS)
+    await produce(broker.bootstrap, t.account_events, work.events, partitions=PARTITIONS)
+    proc = Proc(cfg, tmp_path / "run.log", port)
+    try:
+
+        async def all_fetched() -> bool:
+            status, text = await get(port, "/metrics")
+            return (
+                status == 200
+                and metric(text, "monitor_ready") == 1.0
+                and metric(text, "monitor_messages_consumed_total")
+                == len(work.prices) + len(work.events)
+            )
+
+        await wait_until(all_fetched, 40, "everything consumed")
+        assert not (state / "book.snapshot").exists()
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        proc.kill()
+    snap = SnapshotStore(state).read()
+    assert snap is not None
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=t.group)
+    await consumer.start()
+    try:
+        for (topic, part), offset in snap.offsets.items():
+            if topic == t.account_events:
+                assert await consumer.committed(TopicPartition(topic, part)) == offset
+        assert sum(o for (tp, _), o in snap.offsets.items() if tp == t.account_events) == len(
+            work.events
+        )
+    finally:
+        await consumer.stop()
+    log = (tmp_path / "run.log").read_text()
+    assert '"event": "stopping"' in log and '"event": "stopped"' in log
