@@ -38,7 +38,7 @@ system-deps:
 	fi
 
 demo: $(STAMP)
-	$(BIN)/monitor evaluate monitor/data/examples/contagion.jsonl
+	$(BIN)/monitor demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check monitor tests

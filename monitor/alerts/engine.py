@@ -165,9 +165,19 @@ class AlertEngine:
         return self.evaluate(book, np.arange(book.n_accounts, dtype=np.int64))
 
     def poll(self, book: MarginBook) -> list[Alert]:
-        """Periodic housekeeping (call every second or so): deferred firings that
-        became due, and stale prices."""
-        return self.evaluate(book, _EMPTY) + self.check_stale(book, self._clock.now_ms())
+        """Periodic housekeeping (call every second or so): the accounts at or above
+        warning (their contagion exposure moves with every price although their
+        level does not, and the book only reports level changes as dirty),
+        deferred firings that became due, and stale prices."""
+        self._check_book(book)
+        at_risk = np.flatnonzero(book.status >= Status.WARNING)
+        if self._iso:
+            iso = np.fromiter(self._iso, np.int64, len(self._iso))
+            at_risk = np.union1d(at_risk, iso)
+        iso_at_risk = book.isolated_at_risk()
+        if iso_at_risk.shape[0]:
+            at_risk = np.union1d(at_risk, iso_at_risk)
+        return self.evaluate(book, at_risk) + self.check_stale(book, self._clock.now_ms())
 
     def check_stale(self, book: MarginBook, now_ms: int) -> list[Alert]:
         """``stale_price`` alerts: a symbol with open positions that has had no tick

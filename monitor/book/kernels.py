@@ -15,9 +15,14 @@ their own (no mode branch in the cross loop) took the loop from ~11 to ~9
 ns/position; not storing the ratio and skipping unchanged stores of the level
 and bracket took it from ~12 to ~11.
 
-Accounts are recorded in a dirty list only when their level changes or they
-are at or above the first threshold (what the alert engine must look at), so
-a calm tick over a million accounts writes almost nothing.
+Accounts are recorded in a dirty list only when their level (of the cross
+part or of an isolated position) changes, when a position of an account at
+risk turns from healthy to losing or back, or when an account event touched
+them:
+what the alert engine must look at at once. A tick over a million accounts
+writes almost nothing, and the cost of alerting follows the transitions, not
+the number of accounts at risk (those are re-checked on the alert engine's
+periodic poll, see ``AlertEngine.poll``).
 """
 
 from __future__ import annotations
@@ -100,7 +105,7 @@ def _restatus(
     # million accounts the store and the write-back of a healthy, unchanged
     # level are most of what a position costs.
     lvl = level_of(acc_f[A_MM, a], acc_f[A_WB, a] + acc_f[A_UPNL, a], thr)
-    if force_dirty or lvl != acc_i[A_STATUS, a] or lvl > 0:
+    if force_dirty or lvl != acc_i[A_STATUS, a]:
         acc_i[A_STATUS, a] = lvl
         _mark_dirty(a, acc_i, dirty, meta)
 
@@ -132,12 +137,15 @@ def tick_instrument(
         b = bracket_of(notional, b0, floor, nb)
         mm = notional * mmr[b] - cum[b]
         a = pos_i[P_ACCT, p]
-        au = acc_f[A_UPNL, a] + (u - pos_f[P_UPNL, p])
+        u0 = pos_f[P_UPNL, p]
+        au = acc_f[A_UPNL, a] + (u - u0)
         am = acc_f[A_MM, a] + (mm - pos_f[P_MM, p])
         acc_f[A_UPNL, a] = au
         acc_f[A_MM, a] = am
         lvl = level_of(am, acc_f[A_WB, a] + au, thr)
-        if lvl != acc_i[A_STATUS, a] or lvl > 0:
+        # dirty on a level change, or when a position of an account at risk turns
+        # from healthy to losing or back (its culprits and victims change)
+        if lvl != acc_i[A_STATUS, a] or (lvl > 0 and (u >= 0.0) != (u0 >= 0.0)):
             acc_i[A_STATUS, a] = lvl
             _mark_dirty(a, acc_i, dirty, meta)
         pos_f[P_UPNL, p] = u
@@ -171,7 +179,7 @@ def tick_isolated(
         b = bracket_of(notional, pos_i[P_BRACKET, p], floor, nb)
         mm = notional * mmr[b] - cum[b]
         lvl = level_of(mm, pos_f[P_ISO_MARGIN, p] + u, thr)
-        if lvl != pos_i[P_STATUS, p] or lvl > 0:
+        if lvl != pos_i[P_STATUS, p]:
             pos_i[P_STATUS, p] = lvl
             _mark_dirty(pos_i[P_ACCT, p], acc_i, dirty, meta)
         pos_f[P_UPNL, p] = u
@@ -244,26 +252,30 @@ def find_position(a: int, s: int, acc_i: np.ndarray, pos_i: np.ndarray) -> int:
 
 
 @njit(cache=True, inline="always")
-def _list_add(p: int, s: int, lst: np.ndarray, lens: np.ndarray, pos_i: np.ndarray) -> None:
-    idx = lens[s]
-    lst[idx] = p
+def _list_add(
+    p: int, g: int, flat: np.ndarray, start: np.ndarray, lens: np.ndarray, pos_i: np.ndarray
+) -> None:
+    idx = lens[g]
+    flat[start[g] + idx] = p
     pos_i[P_SYMIDX, p] = idx
-    lens[s] = idx + 1
+    lens[g] = idx + 1
 
 
 @njit(cache=True, inline="always")
-def _list_remove(p: int, s: int, lst: np.ndarray, lens: np.ndarray, pos_i: np.ndarray) -> None:
-    """Swap-remove a slot from a symbol list."""
+def _list_remove(
+    p: int, g: int, flat: np.ndarray, start: np.ndarray, lens: np.ndarray, pos_i: np.ndarray
+) -> None:
+    """Swap-remove a slot from its symbol list (group ``g``)."""
     idx = pos_i[P_SYMIDX, p]
-    last = lens[s] - 1
-    moved = lst[last]
-    lst[idx] = moved
+    last = lens[g] - 1
+    moved = flat[start[g] + last]
+    flat[start[g] + idx] = moved
     pos_i[P_SYMIDX, moved] = idx
-    lens[s] = last
+    lens[g] = last
 
 
 @njit(cache=True)
-def apply_position(
+def _apply_position(
     a: int,
     s: int,
     qty: float,
@@ -278,9 +290,10 @@ def apply_position(
     pos_f: np.ndarray,
     pos_i: np.ndarray,
     pos_ts: np.ndarray,
-    lst_cross: np.ndarray,
-    lst_iso: np.ndarray,
+    flat: np.ndarray,
+    start: np.ndarray,
     lens: np.ndarray,
+    n_instr: int,
     free: np.ndarray,
     floor: np.ndarray,
     mmr: np.ndarray,
@@ -290,11 +303,6 @@ def apply_position(
     dirty: np.ndarray,
     meta: np.ndarray,
 ) -> int:
-    """Set one position (full state; qty 0 closes it). ``mark`` is NaN before the
-    symbol's first tick, in which case the position is marked at its entry price.
-    Cross and isolated positions of a symbol sit in separate lists (``lens[mode, s]``
-    long), so the tick loop over cross positions has no mode branch.
-    The caller guarantees a free slot and room in both lists."""
     p = find_position(a, s, acc_i, pos_i)
     if p >= 0:
         if ts < pos_ts[p]:
@@ -307,11 +315,9 @@ def apply_position(
         else:
             acc_i[A_NISO, a] -= 1
         if qty == 0.0 or old_mode != mode:
-            _list_remove(
-                p, s, lst_cross if old_mode == MODE_CROSS else lst_iso, lens[old_mode], pos_i
-            )
+            _list_remove(p, old_mode * n_instr + s, flat, start, lens, pos_i)
         if qty != 0.0 and old_mode != mode:
-            _list_add(p, s, lst_cross if mode == MODE_CROSS else lst_iso, lens[mode], pos_i)
+            _list_add(p, mode * n_instr + s, flat, start, lens, pos_i)
     if qty == 0.0:
         if p >= 0:
             # unlink from the account's list
@@ -344,7 +350,7 @@ def apply_position(
             pos_i[P_BRACKET, p] = 0
             pos_i[P_NEXT, p] = acc_i[A_HEAD, a]
             acc_i[A_HEAD, a] = p
-            _list_add(p, s, lst_cross if mode == MODE_CROSS else lst_iso, lens[mode], pos_i)
+            _list_add(p, mode * n_instr + s, flat, start, lens, pos_i)
         price = entry if np.isnan(mark) else mark
         u = qty * (price - entry)
         notional = abs(qty) * price
@@ -373,6 +379,157 @@ def apply_position(
         acc_f[A_MM, a] = 0.0
     _restatus(a, acc_f, acc_i, thr, dirty, meta, True)
     return OK
+
+
+@njit(cache=True)
+def apply_position(
+    a: int,
+    s: int,
+    qty: float,
+    entry: float,
+    mode: int,
+    iso_margin: float,
+    sub: int,
+    ts: int,
+    mark: float,
+    acc_f: np.ndarray,
+    acc_i: np.ndarray,
+    pos_f: np.ndarray,
+    pos_i: np.ndarray,
+    pos_ts: np.ndarray,
+    flat: np.ndarray,
+    start: np.ndarray,
+    lens: np.ndarray,
+    n_instr: int,
+    free: np.ndarray,
+    floor: np.ndarray,
+    mmr: np.ndarray,
+    cum: np.ndarray,
+    nb: int,
+    thr: np.ndarray,
+    dirty: np.ndarray,
+    meta: np.ndarray,
+) -> int:
+    """Set one position (full state; qty 0 closes it). ``mark`` is NaN before the
+    symbol's first tick, in which case the position is marked at its entry price.
+    Cross and isolated positions of a symbol sit in separate lists (groups
+    ``mode * n_instr + s`` of the segmented lists), so the tick loop over cross
+    positions has no mode branch. The caller guarantees a free slot and room."""
+    return _apply_position(
+        a,
+        s,
+        qty,
+        entry,
+        mode,
+        iso_margin,
+        sub,
+        ts,
+        mark,
+        acc_f,
+        acc_i,
+        pos_f,
+        pos_i,
+        pos_ts,
+        flat,
+        start,
+        lens,
+        n_instr,
+        free,
+        floor,
+        mmr,
+        cum,
+        nb,
+        thr,
+        dirty,
+        meta,
+    )
+
+
+KIND_POSITION = 0
+KIND_BALANCE = 1
+
+
+@njit(cache=True)
+def apply_account_events(
+    kind: np.ndarray,
+    acct: np.ndarray,
+    key: np.ndarray,
+    value: np.ndarray,
+    entry: np.ndarray,
+    mode: np.ndarray,
+    iso_margin: np.ndarray,
+    sub: np.ndarray,
+    ts: np.ndarray,
+    codes: np.ndarray,
+    sym_price: np.ndarray,
+    acc_f: np.ndarray,
+    acc_i: np.ndarray,
+    pos_f: np.ndarray,
+    pos_i: np.ndarray,
+    pos_ts: np.ndarray,
+    flat: np.ndarray,
+    start: np.ndarray,
+    lens: np.ndarray,
+    n_instr: int,
+    free: np.ndarray,
+    br_floor: np.ndarray,
+    br_mmr: np.ndarray,
+    br_cum: np.ndarray,
+    br_count: np.ndarray,
+    bal: np.ndarray,
+    bal_ts: np.ndarray,
+    asset_price: np.ndarray,
+    haircut: np.ndarray,
+    thr: np.ndarray,
+    dirty: np.ndarray,
+    meta: np.ndarray,
+) -> None:
+    """Apply a batch of position (``key`` = symbol, ``value`` = qty) and balance
+    (``key`` = asset, ``value`` = amount) events in order, one call for the batch:
+    the per-event cost is the work itself, not the call. ``codes[i]`` < 0 marks an
+    event already rejected by the caller (skipped); otherwise it receives OK/STALE."""
+    for i in range(kind.shape[0]):
+        if codes[i] < 0:
+            continue
+        a = acct[i]
+        k = key[i]
+        if kind[i] == KIND_POSITION:
+            codes[i] = _apply_position(
+                a,
+                k,
+                value[i],
+                entry[i],
+                mode[i],
+                iso_margin[i],
+                sub[i],
+                ts[i],
+                sym_price[k],
+                acc_f,
+                acc_i,
+                pos_f,
+                pos_i,
+                pos_ts,
+                flat,
+                start,
+                lens,
+                n_instr,
+                free,
+                br_floor[k],
+                br_mmr[k],
+                br_cum[k],
+                br_count[k],
+                thr,
+                dirty,
+                meta,
+            )
+        elif ts[i] < bal_ts[k, a]:
+            codes[i] = STALE
+        else:
+            bal[k, a] = value[i]
+            bal_ts[k, a] = ts[i]
+            acc_f[A_WB, a] = wallet_of(a, bal, asset_price, haircut)
+            _restatus(a, acc_f, acc_i, thr, dirty, meta, True)
+            codes[i] = OK
 
 
 @njit(cache=True)

@@ -56,6 +56,7 @@ from monitor.book.layout import (
     P_UPNL,
 )
 from monitor.book.recompute import asset_prices, position_figures, wallet_balances
+from monitor.book.segments import SegmentedLists
 from monitor.events.decode import Rejection, RejectReason
 from monitor.events.schema import BalanceEvent, Event, PositionEvent, Tick
 from monitor.instruments.model import RiskParams
@@ -118,13 +119,9 @@ class MarginBook:
         self.pos_ts: I64 = np.zeros(positions, dtype=np.int64)
         self.free: I64 = np.zeros(positions, dtype=np.int64)
         self.meta: I64 = np.zeros(N_META, dtype=np.int64)
-        # per symbol, the slots of its cross positions and of its isolated ones
-        # (``lists[mode][s]``, ``list_len[mode, s]`` long)
-        self.lists: tuple[list[I32], list[I32]] = (
-            [np.zeros(16, dtype=np.int32) for _ in range(n_instr)],
-            [np.zeros(16, dtype=np.int32) for _ in range(n_instr)],
-        )
-        self.list_len: I64 = np.zeros((2, n_instr), dtype=np.int64)
+        # per symbol, the slots of its cross positions and of its isolated ones:
+        # group ``mode * n_instruments + symbol`` of one segmented array
+        self.lists = SegmentedLists(2 * n_instr)
         # collateral holders, for assets priced by ticks
         self.hold_lists: list[I64] = [np.zeros(16, dtype=np.int64) for _ in range(n_assets)]
         self.hold_len: I64 = np.zeros(n_assets, dtype=np.int64)
@@ -153,10 +150,19 @@ class MarginBook:
         return int(self.meta[M_HWM] - self.meta[M_NFREE])
 
     @property
+    def list_len(self) -> I64:
+        """Open positions per ``(mode, instrument)``."""
+        return self.lists.length.reshape(2, -1)
+
+    @property
     def sym_len(self) -> I64:
         """Open positions (cross and isolated) per instrument."""
         out: I64 = self.list_len.sum(axis=0)
         return out
+
+    def symbol_slots(self, s: int, mode: int = MODE_CROSS) -> I32:
+        """Slots of the open positions of one instrument in one margin mode."""
+        return self.lists.view(mode * self.params.n_instruments + s)
 
     @property
     def position_capacity(self) -> int:
@@ -246,11 +252,12 @@ class MarginBook:
             self.last_event_ts = ts
         p = self.params
         if s < p.n_instruments:
-            if self.list_len[MODE_ISOLATED, s]:
+            iso = self.lists.view(p.n_instruments + s)
+            if iso.shape[0]:
                 K.tick_isolated(
                     price,
-                    self.lists[MODE_ISOLATED][s],
-                    int(self.list_len[MODE_ISOLATED, s]),
+                    iso,
+                    iso.shape[0],
                     self.acc_i,
                     self.pos_f,
                     self.pos_i,
@@ -262,10 +269,11 @@ class MarginBook:
                     self.dirty,
                     self.meta,
                 )
+            cross = self.lists.view(s)
             K.tick_instrument(
                 price,
-                self.lists[MODE_CROSS][s],
-                int(self.list_len[MODE_CROSS, s]),
+                cross,
+                cross.shape[0],
                 self.acc_f,
                 self.acc_i,
                 self.pos_f,
@@ -304,10 +312,8 @@ class MarginBook:
             return self._stale_position(ev, closed)
         if self.meta[M_NFREE] == 0:
             self._ensure_positions(int(self.meta[M_HWM]) + 1)
-        for mode in (MODE_CROSS, MODE_ISOLATED):
-            lst = self.lists[mode][s]
-            if self.list_len[mode, s] >= lst.shape[0]:
-                self.lists[mode][s] = _grow_vec(lst, lst.shape[0] * 2, 0)
+        self.lists.ensure_room(s, 1)
+        self.lists.ensure_room(p.n_instruments + s, 1)
         code = K.apply_position(
             a,
             s,
@@ -323,9 +329,10 @@ class MarginBook:
             self.pos_f,
             self.pos_i,
             self.pos_ts,
-            self.lists[MODE_CROSS][s],
-            self.lists[MODE_ISOLATED][s],
-            self.list_len,
+            self.lists.flat,
+            self.lists.start,
+            self.lists.length,
+            p.n_instruments,
             self.free,
             p.br_floor[s],
             p.br_mmr[s],
@@ -347,11 +354,12 @@ class MarginBook:
         return None
 
     @staticmethod
-    def _stale_position(ev: PositionEvent, held: int) -> Rejection:
+    def _stale_position(ev: PositionEvent, held: int | None) -> Rejection:
+        at = "" if held is None else f" ({held})"
         return Rejection(
             RejectReason.STALE,
             f"position ts {ev.ts} for account {ev.account} {ev.symbol} is older than the "
-            f"state held ({held})",
+            f"state held{at}",
         )
 
     def apply_balance(self, ev: BalanceEvent) -> Rejection | None:
@@ -374,11 +382,7 @@ class MarginBook:
             self.meta,
         )
         if code != OK:
-            return Rejection(
-                RejectReason.STALE,
-                f"balance ts {ev.ts} for account {ev.account} {ev.asset} is older than the "
-                f"state held ({self.bal_ts[k, a]})",
-            )
+            return _stale_balance(ev, int(self.bal_ts[k, a]))
         if p.asset_price_sym[k] >= 0:
             self._update_holder(k, a, ev.amount != 0.0)
         if ev.ts > self.last_event_ts:
@@ -417,32 +421,147 @@ class MarginBook:
                 if r is not None:
                     rejected.append((i, r))
             return rejected
-        sid = self.params.symbol_id
+        p = self.params
+        sid = p.symbol_id
+        aid = p.asset_id
+        n_sym = len(p.symbols)
+        slot = self._slot
+        closed_ts = self._closed_ts
         latest: dict[int, tuple[float, int]] = {}
+        b = _AccountBatch()
+        # one tight loop resolves account events to columns (bound appends: this
+        # loop is the per-event Python cost of the account-event path)
+        index, kind, acct, key, value = b.index, b.kind, b.acct, b.key, b.value
+        entry, mode, iso, sub, tss, closed = b.entry, b.mode, b.iso, b.sub, b.ts, b.closed
         for i, ev in enumerate(events):
-            if isinstance(ev, Tick):
+            if type(ev) is Tick:
                 s = sid[ev.symbol]
                 prev = latest.get(s)
                 held = prev[1] if prev is not None else int(self.sym_ts[s])
                 if ev.ts < held:
-                    rejected.append(
-                        (
-                            i,
-                            Rejection(
-                                RejectReason.STALE,
-                                f"tick ts {ev.ts} for {ev.symbol} is older than the last "
-                                f"one ({held})",
-                            ),
-                        )
-                    )
+                    rejected.append((i, _stale_tick(ev, held)))
                 else:
                     latest[s] = (ev.price, ev.ts)
+                continue
+            a = slot.get(ev.account)  # type: ignore[union-attr]
+            if a is None:
+                a = self.account_slot(ev.account)  # type: ignore[union-attr]
+            if type(ev) is PositionEvent:
+                s = sid[ev.symbol]
+                tk = a * n_sym + s
+                c = closed.get(tk, closed_ts.get(tk))
+                if c is not None and ev.ts < c:
+                    rejected.append((i, self._stale_position(ev, c)))
+                    continue
+                if ev.qty == 0.0:
+                    closed[tk] = ev.ts
+                kind.append(K.KIND_POSITION)
+                key.append(s)
+                value.append(ev.qty)
+                entry.append(ev.entry_price)
+                mode.append(_MODES[ev.margin_mode])
+                iso.append(ev.isolated_margin)
+                sub.append(self.sub_id(ev.sub_account) if ev.sub_account else 0)
             else:
-                r = self.apply(ev)
-                if r is not None:
-                    rejected.append((i, r))
+                assert isinstance(ev, BalanceEvent)
+                kind.append(K.KIND_BALANCE)
+                key.append(aid[ev.asset])
+                value.append(ev.amount)
+                entry.append(0.0)
+                mode.append(0)
+                iso.append(0.0)
+                sub.append(0)
+            index.append(i)
+            acct.append(a)
+            tss.append(ev.ts)
+        if index:
+            rejected.extend(self._apply_staged(b, events))
+            rejected.sort(key=lambda ir: ir[0])
         for s, (price, ts) in latest.items():
             self.apply_tick(s, price, ts)
+        return rejected
+
+    def _apply_staged(
+        self, batch: _AccountBatch, events: Sequence[Event]
+    ) -> list[tuple[int, Rejection]]:
+        """Run the batch kernel over staged account events (staleness against a position
+        closed before, or earlier in this batch, was decided while staging: a close the
+        kernel then finds stale only makes that check looser, never wrong, because such
+        a close was older than the position it failed to close)."""
+        p = self.params
+        ni = p.n_instruments
+        kind = np.array(batch.kind, dtype=np.int64)
+        key = np.array(batch.key, dtype=np.int64)
+        ts = np.array(batch.ts, dtype=np.int64)
+        is_pos = kind == K.KIND_POSITION
+        n_pos = int(np.count_nonzero(is_pos))
+        self._ensure_positions(int(self.meta[M_HWM]) + n_pos)
+        if n_pos:
+            per_sym = np.bincount(key[is_pos], minlength=ni)
+            for s in np.flatnonzero(per_sym):
+                self.lists.ensure_room(int(s), int(per_sym[s]))
+                self.lists.ensure_room(ni + int(s), int(per_sym[s]))
+        codes = np.zeros(kind.shape[0], dtype=np.int64)
+        value = np.array(batch.value, dtype=np.float64)
+        K.apply_account_events(
+            kind,
+            np.array(batch.acct, dtype=np.int64),
+            key,
+            value,
+            np.array(batch.entry, dtype=np.float64),
+            np.array(batch.mode, dtype=np.int64),
+            np.array(batch.iso, dtype=np.float64),
+            np.array(batch.sub, dtype=np.int64),
+            ts,
+            codes,
+            self.sym_price,
+            self.acc_f,
+            self.acc_i,
+            self.pos_f,
+            self.pos_i,
+            self.pos_ts,
+            self.lists.flat,
+            self.lists.start,
+            self.lists.length,
+            ni,
+            self.free,
+            p.br_floor,
+            p.br_mmr,
+            p.br_cum,
+            p.br_count,
+            self.bal,
+            self.bal_ts,
+            self.asset_price,
+            p.asset_haircut,
+            self._thr,
+            self.dirty,
+            self.meta,
+        )
+        ok = codes == OK
+        if ok.any():
+            self.last_event_ts = max(self.last_event_ts, int(ts[ok].max()))
+        rejected: list[tuple[int, Rejection]] = []
+        for j in np.flatnonzero(~ok):
+            ev = events[batch.index[j]]
+            if isinstance(ev, PositionEvent):
+                rejected.append((batch.index[j], self._stale_position(ev, None)))
+            else:
+                assert isinstance(ev, BalanceEvent)
+                rejected.append((batch.index[j], _stale_balance(ev, None)))
+        # tombstones of closed positions: only closes, and opens of a closed key
+        closed_ts = self._closed_ts
+        if closed_ts or batch.closed:
+            n_sym = len(p.symbols)
+            for j in np.flatnonzero(ok & is_pos):
+                tk = batch.acct[j] * n_sym + batch.key[j]
+                if batch.value[j] == 0.0:
+                    closed_ts[tk] = batch.ts[j]
+                elif tk in closed_ts:
+                    del closed_ts[tk]
+        # collateral holder lists for assets priced by ticks
+        priced = ok & ~is_pos & (p.asset_price_sym[np.where(is_pos, 0, key)] >= 0)
+        for j in np.flatnonzero(priced):
+            self._update_holder(batch.key[j], batch.acct[j], batch.value[j] != 0.0)
         return rejected
 
     # ------------------------------------------------------------ reading
@@ -499,9 +618,19 @@ class MarginBook:
         out: I64 = np.flatnonzero(self.pos_i[P_ACCT, :hwm] >= 0).astype(np.int64)
         return out
 
+    def isolated_at_risk(self) -> I64:
+        """Accounts with an isolated position at or above the first threshold."""
+        ni = self.params.n_instruments
+        slots = [self.lists.view(ni + s) for s in range(ni) if self.lists.length[ni + s]]
+        if not slots:
+            return np.zeros(0, dtype=np.int64)
+        p = np.concatenate(slots)
+        out: I64 = np.unique(self.pos_i[P_ACCT, p[self.pos_i[P_STATUS, p] > 0]]).astype(np.int64)
+        return out
+
     def drain_dirty(self) -> I64:
-        """Accounts whose level changed or that sit at or above the first threshold
-        (or had an account event) since the last drain; clears the list."""
+        """Accounts whose level (cross part or an isolated position) changed, or that
+        had an account event, since the last drain; clears the list."""
         n = int(self.meta[M_NDIRTY])
         out = self.dirty[:n].copy()
         K.reset_dirty(self.dirty, n, self.acc_i)
@@ -622,13 +751,13 @@ class MarginBook:
         group = s * 2 + md
         counts = np.bincount(group, minlength=2 * ni)
         starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-        for k in range(ni):
-            for m in (MODE_CROSS, MODE_ISOLATED):
-                c = int(counts[2 * k + m])
-                lst = np.zeros(max(16, 1 << max(c - 1, 1).bit_length()), dtype=np.int32)
-                lst[:c] = np.arange(starts[2 * k + m], starts[2 * k + m] + c, dtype=np.int32)
-                self.lists[m][k] = lst
-                self.list_len[m, k] = c
+        self.lists.assign(
+            [
+                np.arange(starts[2 * k + m], starts[2 * k + m] + counts[2 * k + m], dtype=np.int32)
+                for m in (MODE_CROSS, MODE_ISOLATED)
+                for k in range(ni)
+            ]
+        )
         pi[P_SYMIDX, :n] = np.arange(n) - starts[group]
         # account lists: chain each account's slots
         by_acct = np.argsort(a, kind="stable")
@@ -704,6 +833,75 @@ class MarginBook:
 
     def brackets_of(self, slots: Iterable[int]) -> list[int]:
         return [int(self.pos_i[P_BRACKET, p]) for p in slots]
+
+
+class _AccountBatch:
+    """Account events of one batch, as columns for :func:`kernels.apply_account_events`."""
+
+    __slots__ = (
+        "acct",
+        "closed",
+        "entry",
+        "index",
+        "iso",
+        "key",
+        "kind",
+        "mode",
+        "sub",
+        "ts",
+        "value",
+    )
+
+    def __init__(self) -> None:
+        self.index: list[int] = []
+        self.kind: list[int] = []
+        self.acct: list[int] = []
+        self.key: list[int] = []
+        self.value: list[float] = []
+        self.entry: list[float] = []
+        self.mode: list[int] = []
+        self.iso: list[float] = []
+        self.sub: list[int] = []
+        self.ts: list[int] = []
+        self.closed: dict[int, int] = {}
+
+    def add(
+        self,
+        i: int,
+        kind: int,
+        acct: int,
+        key: int,
+        value: float,
+        entry: float,
+        mode: int,
+        iso: float,
+        sub: int,
+        ts: int,
+    ) -> None:
+        self.index.append(i)
+        self.kind.append(kind)
+        self.acct.append(acct)
+        self.key.append(key)
+        self.value.append(value)
+        self.entry.append(entry)
+        self.mode.append(mode)
+        self.iso.append(iso)
+        self.sub.append(sub)
+        self.ts.append(ts)
+
+
+def _stale_tick(ev: Tick, held: int) -> Rejection:
+    return Rejection(
+        RejectReason.STALE, f"tick ts {ev.ts} for {ev.symbol} is older than the last one ({held})"
+    )
+
+
+def _stale_balance(ev: BalanceEvent, held: int | None) -> Rejection:
+    at = "" if held is None else f" ({held})"
+    return Rejection(
+        RejectReason.STALE,
+        f"balance ts {ev.ts} for account {ev.account} {ev.asset} is older than the state held{at}",
+    )
 
 
 def ratios(mm: F64, eq: F64) -> F64:

@@ -123,3 +123,34 @@ def test_replaying_the_same_stream_again_leaves_the_state_unchanged(events: list
     assert all(
         isclose(float(x), float(y)) for x, y in zip(mm, book.maintenance_margin, strict=True)
     )
+
+
+def test_a_batch_over_many_instruments_matches_one_event_at_a_time() -> None:
+    """Symbol ids beyond the number of assets, closes, reopens and collateral in one batch."""
+    from monitor.bench.synthetic import synthetic_params
+
+    params = synthetic_params()
+    events: list[Event] = []
+    for k, sym in enumerate(params.symbols[: params.n_instruments]):
+        events.append(PositionEvent(f"A{k % 7}", sym, 1.0 + k, 10.0 + k, 1))
+        events.append(Tick(sym, 11.0 + k, 2))
+    events += [
+        BalanceEvent("A1", "BTC", 0.5, 3),
+        BalanceEvent("A2", "USDT", 100.0, 3),
+        PositionEvent("A3", params.symbols[40], 0.0, 0.0, 4),  # close
+        PositionEvent("A3", params.symbols[40], 2.0, 50.0, 3),  # older than the close
+        PositionEvent("A3", params.symbols[40], -2.0, 50.0, 5),  # reopen
+        Tick("BTC", 1000.0, 6),
+        BalanceEvent("A1", "BTC", 0.0, 7),
+        Tick("BTC", 2000.0, 8),
+    ]
+    one = MarginBook(params)
+    rejected_one = [i for i, ev in enumerate(events) if one.apply(ev) is not None]
+    batch = MarginBook(params)
+    rejected_batch = [i for i, _ in batch.apply_batch(events)]
+    assert rejected_one == rejected_batch == [len(events) - 5]
+    pairs = ((one.equity, batch.equity), (one.maintenance_margin, batch.maintenance_margin))
+    for a in range(one.n_accounts):
+        for x, y in pairs:
+            assert isclose(float(x[a]), float(y[a]))
+    assert one.hold_len.tolist() == batch.hold_len.tolist()

@@ -1,0 +1,387 @@
+"""Replay: merge order, input formats, the tick parser, pacing, rejections,
+conflation, --from/--to and determinism of the alerts file."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import random
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+import zstandard
+
+from monitor.cli import main
+from monitor.clock import ManualClock
+from monitor.events import Decoder, Rejection, Tick
+from monitor.events.schema import BalanceEvent, PositionEvent, encode
+from monitor.instruments import RiskParams, load_instruments
+from monitor.replay import Replay, ReplayOptions, ReplayResult
+from monitor.replay.batch import OBJECT, TICK
+from monitor.replay.merge import merge_batches
+from monitor.replay.pacing import Pacer
+from monitor.replay.parse import FAST, TickParser
+from monitor.replay.reader import StreamReader
+from monitor.sources.files import BadLine, Line, merge_by_event_time, read_recording
+
+T0 = 1_700_000_000_000
+
+
+@pytest.fixture(scope="module")
+def params() -> RiskParams:
+    return load_instruments()
+
+
+def _write(path: Path, data: bytes) -> Path:
+    if path.name.endswith(".gz"):
+        path.write_bytes(gzip.compress(data, mtime=0))
+    elif path.name.endswith(".zst"):
+        path.write_bytes(zstandard.ZstdCompressor().compress(data))
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def _tick(symbol: str, price: float, ts: int) -> bytes:
+    return encode(Tick(symbol, price, ts))
+
+
+def _book_lines(ts: int = T0) -> list[bytes]:
+    """One account long BTC-PERP at 10x with a healthy ETH-PERP short."""
+    return [
+        encode(BalanceEvent("A1", "USDT", 10_000.0, ts)),
+        encode(PositionEvent("A1", "BTC-PERP", 2.0, 50_000.0, ts, sub_account="momentum")),
+        encode(PositionEvent("A1", "ETH-PERP", -10.0, 3_000.0, ts, sub_account="basis")),
+        encode(BalanceEvent("B2", "USDT", 100_000.0, ts)),
+        encode(PositionEvent("B2", "BTC-PERP", 1.0, 50_000.0, ts)),
+    ]
+
+
+def _crash_lines(n: int = 200, ts: int = T0) -> list[bytes]:
+    """BTC-PERP falls 10% in 20 s, 100 ms apart; ETH-PERP flat."""
+    out = []
+    for k in range(n):
+        out.append(_tick("BTC-PERP", round(50_000.0 * (1 - 0.1 * k / (n - 1)), 1), ts + 100 * k))
+        if k % 10 == 0:
+            out.append(_tick("ETH-PERP", 3_000.0, ts + 100 * k))
+    return out
+
+
+def _replay(params: RiskParams, files: list[Path], **kw: object) -> ReplayResult:
+    return asyncio.run(Replay(params, ReplayOptions(tuple(files), **kw)).run())  # type: ignore[arg-type]
+
+
+# -- merge ---------------------------------------------------------------------
+
+
+def _records(batches: list, names: list[str]) -> list[tuple[str, int]]:  # type: ignore[type-arg]
+    out = []
+    for b in batches:
+        for s, line in zip(b.stream.tolist(), b.line.tolist(), strict=True):
+            out.append((names[s], line))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_merge_orders_like_the_record_merge_equal_times_by_file_then_line(
+    tmp_path: Path, params: RiskParams, seed: int
+) -> None:
+    rng = random.Random(seed)
+    paths = []
+    for f in range(3):
+        lines, ts = [], T0
+        for _ in range(rng.randint(0, 300)):
+            ts += rng.choice([0, 0, 1, 5, 100])
+            r = rng.random()
+            if r < 0.03:
+                lines.append(b"{not json")
+            elif r < 0.06:
+                lines.append(_tick("BTC-PERP", 1.0, ts - 1000))  # out of order
+            elif r < 0.08:
+                lines.append(b"")
+            else:
+                lines.append(_tick(rng.choice(["BTC-PERP", "ETH-PERP", "BTC"]), 100.0, ts))
+        paths.append(_write(tmp_path / f"f{f}.jsonl", b"\n".join(lines) + b"\n"))
+    names = [str(p) for p in paths]
+    expected = [
+        (r.source, r.line_no) for r in merge_by_event_time(read_recording(p) for p in paths)
+    ]
+    dec = Decoder(params)
+    parser = TickParser(params.symbols)
+    readers = [
+        StreamReader(p, i, dec, parser, params.symbol_id, chunk_bytes=rng.choice([64, 1 << 20]))
+        for i, p in enumerate(paths)
+    ]
+    got = _records(list(merge_batches([r.batches() for r in readers])), names)
+    assert got == expected
+
+
+# -- formats -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz", ".zst"])
+def test_jsonl_and_csv_plain_gzip_and_zstd_replay_to_the_same_book(
+    tmp_path: Path, params: RiskParams, suffix: str
+) -> None:
+    book = _write(tmp_path / "book.jsonl", b"\n".join(_book_lines()) + b"\n")
+    ticks = _crash_lines()
+    jsonl = _write(tmp_path / f"t.jsonl{suffix}", b"\n".join(ticks) + b"\n")
+    rows = [b"ts,symbol,price"]
+    for raw in ticks:
+        t = orjson.loads(raw)
+        rows.append(f"{t['ts']},{t['symbol']},{t['price']!r}".encode())
+    csv = _write(tmp_path / f"t.csv{suffix}", b"\r\n".join(rows) + b"\r\n")
+    btc_only = [b"ts,price"] + [r.split(b",", 2)[0] + b"," + r.split(b",", 2)[2]
+                                for r in rows[1:] if b"BTC-PERP" in r]  # fmt: skip
+    single = _write(tmp_path / f"btc.csv{suffix}", b"\n".join(btc_only) + b"\n")
+    a = _replay(params, [book, jsonl])
+    b = _replay(params, [book, csv])
+    c = _replay(params, [book, single, jsonl], symbol="BTC-PERP")
+    for r in (a, b, c):
+        assert not r.recorder.rejected
+        assert np.array_equal(r.book.sym_price, a.book.sym_price, equal_nan=True)
+        assert np.array_equal(r.book.status, a.book.status)
+    assert a.stats.ticks == b.stats.ticks == len(ticks)
+    assert a.book.status[a.book.slot_of("A1")] == 3  # liquidatable after a 10% fall at 10x
+
+
+def test_the_tick_parser_agrees_with_the_wire_decoder(params: RiskParams) -> None:
+    rng = random.Random(7)
+    lines = [
+        b'{"type":"tick","symbol":"BTC-PERP","price":64000.5,"ts":1700000000123}',
+        b'{"type":"tick","symbol":"DOGE-PERP","price":0.08385,"ts":0}',
+        b'{"type":"tick","symbol":"BTC","price":1e-05,"ts":5}',
+        b'{"type":"tick","symbol":"BTC","price":12E+3,"ts":5}',
+        b'{"type":"tick","symbol":"BTC","price":64000,"ts":5}\r',
+        b'{"type":"tick","symbol":"BTC","price":0.0,"ts":5}',
+        b'{"type":"tick","symbol":"BTC","price":-1.5,"ts":5}',
+        b'{"type":"tick","symbol":"BTC","price":01.5,"ts":5}',
+        b'{"type":"tick","symbol":"BTC","price":1.,"ts":5}',
+        b'{"type":"tick","symbol":"BTC","price":1.5,"ts":05}',
+        b'{"type":"tick","symbol":"BTC","price":1.5,"ts":-5}',
+        b'{"type":"tick","symbol":"NOPE","price":1.5,"ts":5}',
+        b'{"type":"tick","symbol":"BT\\u0043","price":1.5,"ts":5}',
+        b'{"type":"tick","symbol":"BTC","price":1.5,"ts":5} ',
+        b'{"type":"tick","symbol":"BTC","price":1.5,"ts":5}}',
+        b'{"type":"tick","symbol":"BTC","price":1.5,"ts":99999999999999999999}',
+        b'{"type":"tick","symbol":"BTC","price":123456789012345678,"ts":5}',
+        b' {"type":"tick","symbol":"BTC","price":1.5,"ts":5}',
+        b'{"type":"tick","symbol":"BTC","price":NaN,"ts":5}',
+    ]
+    for _ in range(3000):
+        mant = rng.choice([rng.random() * 10 ** rng.randint(-8, 9), rng.randint(1, 10**6)])
+        text = rng.choice([repr(float(mant)), f"{mant:.{rng.randint(0, 12)}f}", f"{mant:e}"])
+        lines.append(b'{"type":"tick","symbol":"ETH-PERP","price":' + text.encode()
+                     + b',"ts":' + str(rng.randint(0, 2**50)).encode() + b"}")  # fmt: skip
+    data = b"\n".join(lines) + b"\n"
+    buf = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(buf == 10).astype(np.int64)
+    starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+    kind, sym, price, ts = TickParser(params.symbols).parse(buf, starts, ends)
+    dec = Decoder(params)
+    fast = 0
+    for i, raw in enumerate(lines):
+        ev = dec.decode_event(raw.rstrip(b"\r"))
+        if kind[i] == FAST:
+            fast += 1
+            assert isinstance(ev, Tick), raw
+            assert (params.symbols[sym[i]], float(price[i]), int(ts[i])) == (
+                ev.symbol, ev.price, ev.ts
+            ), raw  # fmt: skip
+    assert fast > 2500
+
+
+# -- pacing ----------------------------------------------------------------------
+
+
+class RecordingClock(ManualClock):
+    def __init__(self, start_ms: int) -> None:
+        super().__init__(start_ms)
+        self.sleeps: list[int] = []
+
+    async def sleep_until(self, t_ms: int) -> None:
+        self.sleeps.append(t_ms)
+        await super().sleep_until(t_ms)
+
+
+async def test_speed_paces_event_time_through_the_injected_clock(
+    tmp_path: Path, params: RiskParams
+) -> None:
+    lines = [_tick("BTC-PERP", 50_000.0, T0 + dt) for dt in (0, 1000, 1000, 2500, 10_000)]
+    f = _write(tmp_path / "t.jsonl", b"\n".join(lines) + b"\n")
+    clock = RecordingClock(5_000)
+    r = Replay(params, ReplayOptions((f,), speed=10.0), pace_clock=clock)
+    await r.run()
+    assert clock.sleeps == [5_100, 5_250, 6_000]  # offsets / 10 from the first event
+    fast = RecordingClock(5_000)
+    await Replay(params, ReplayOptions((f,)), pace_clock=fast).run()
+    assert fast.sleeps == []
+
+
+async def test_pacer_rejects_a_non_positive_speed() -> None:
+    from monitor.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        Pacer(0.0, ManualClock())
+
+
+# -- rejections ------------------------------------------------------------------
+
+
+def test_bad_lines_are_reported_with_file_and_line(tmp_path: Path, params: RiskParams) -> None:
+    jl = _write(tmp_path / "bad.jsonl.zst", b"\n".join([
+        _tick("BTC-PERP", 50_000.0, T0),
+        b"{broken",
+        b"",
+        _tick("NOPE-PERP", 1.0, T0 + 1),
+        b'{"type":"tick","symbol":"BTC-PERP","price":-3,"ts":1700000000002}',
+        _tick("BTC-PERP", 49_000.0, T0 - 5),  # stale
+        encode(BalanceEvent("A", "DOGE", 1.0, T0 + 3)),
+    ]) + b"\n")  # fmt: skip
+    csv = _write(tmp_path / "bad.csv", b"ts,symbol,price\n1700000000000,ETH-PERP,3000\n"
+                 b"1700000000001,ETH-PERP\nnot-a-time,ETH-PERP,1\n")  # fmt: skip
+    for window in (0, 1000):
+        r = _replay(params, [jl, csv], window_ms=window)
+        got = {
+            (x.file.rsplit("/", 1)[-1], x.line, x.reason)
+            for rows in r.recorder.first_rejected.values()
+            for x in rows
+        }
+        assert got == {
+            ("bad.jsonl.zst", 2, "malformed_json"),
+            ("bad.jsonl.zst", 4, "unknown_symbol"),
+            ("bad.jsonl.zst", 5, "non_positive_price"),
+            ("bad.jsonl.zst", 6, "stale"),
+            ("bad.jsonl.zst", 7, "unknown_asset"),
+            ("bad.csv", 3, "missing_field"),
+            ("bad.csv", 4, "bad_type"),
+        }, window
+        assert r.stats.events == 9
+
+
+def test_conflated_windows_keep_the_latest_tick_per_symbol(
+    tmp_path: Path, params: RiskParams
+) -> None:
+    book = _write(tmp_path / "book.jsonl", b"\n".join(_book_lines()) + b"\n")
+    ticks = _write(tmp_path / "t.jsonl", b"\n".join(_crash_lines()) + b"\n")
+    every = _replay(params, [book, ticks])
+    windowed = _replay(params, [book, ticks], window_ms=1000)
+    assert windowed.stats.evaluations < every.stats.evaluations / 5
+    assert np.array_equal(every.book.sym_price, windowed.book.sym_price, equal_nan=True)
+    assert np.array_equal(every.book.status, windowed.book.status)
+    assert windowed.recorder.alerts[("margin", "firing")] >= 1
+
+
+def test_from_builds_state_without_alerting_and_to_stops_before(
+    tmp_path: Path, params: RiskParams
+) -> None:
+    book = _write(tmp_path / "book.jsonl", b"\n".join(_book_lines()) + b"\n")
+    ticks = _write(tmp_path / "t.jsonl", b"\n".join(_crash_lines()) + b"\n")
+    late = _replay(params, [book, ticks], start_ms=T0 + 15_000)
+    assert late.stats.warmup_events > 0
+    assert late.recorder.first_reached  # at risk when alerting starts: alerted then
+    first = min(t for row in late.recorder.first_reached.values() for t in row if t is not None)
+    assert first >= T0 + 15_000
+    early = _replay(params, [book, ticks], end_ms=T0 + 1_000)
+    assert early.stats.last_ts is not None and early.stats.last_ts < T0 + 1_000
+    assert not early.recorder.alerts
+
+
+# -- command line ------------------------------------------------------------------
+
+
+def _cli_files(tmp_path: Path) -> list[str]:
+    book = _write(tmp_path / "book.jsonl.gz", b"\n".join(_book_lines()) + b"\n")
+    ticks = _write(tmp_path / "t.jsonl.zst", b"\n".join(_crash_lines()) + b"\n")
+    return [str(book), str(ticks)]
+
+
+@pytest.mark.parametrize("window", ["0", "500"])
+def test_the_same_input_gives_a_byte_identical_alerts_file(
+    tmp_path: Path, window: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = _cli_files(tmp_path)
+    outs = []
+    for k in range(2):
+        out = tmp_path / f"alerts{k}.jsonl"
+        assert main(["replay", *files, "--alerts-out", str(out), "--window-ms", window]) == 0
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    lines = outs[0].splitlines()
+    assert lines and all(orjson.loads(x)["kind"] in ("margin", "contagion") for x in lines)
+    printed = capsys.readouterr()
+    assert "Replay summary" in printed.out
+    assert "\x1b[" not in printed.err  # no progress display when not on a terminal
+
+
+def test_alerts_go_to_stdout_without_alerts_out_and_the_summary_json_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    summary = tmp_path / "s.json"
+    assert main(["replay", *_cli_files(tmp_path), "--summary-json", str(summary)]) == 0
+    printed = capsys.readouterr()
+    alerts = [orjson.loads(x) for x in printed.out.splitlines()]
+    assert alerts and {a["account"] for a in alerts} == {"A1"}
+    assert "Replay summary" in printed.err
+    doc = orjson.loads(summary.read_bytes())
+    assert doc["first_reached"]["A1"]["liquidatable"] is not None
+    assert doc["alerts"]["by_kind"]["margin"]["firing"] >= 1
+    assert doc["largest_healthy_notional_at_risk"]["account"] == "A1"
+    assert doc["worst_account"]["account"] == "A1"
+    assert doc["peak_accounts"]["liquidatable"]["accounts"] == 1
+
+
+def test_strict_exits_1_on_rejections_and_bad_arguments_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = _write(tmp_path / "bad.jsonl", b"{oops\n")
+    assert main(["replay", str(bad), "--alerts-out", str(tmp_path / "a")]) == 0
+    assert main(["replay", str(bad), "--strict", "--alerts-out", str(tmp_path / "a")]) == 1
+    assert main(["replay", str(tmp_path / "missing.jsonl")]) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["replay", str(bad), "--speed", "0"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit):
+        main(["replay", str(bad), "--speed", "2", "--max-speed"])
+    assert main(["replay", str(bad), "--from", "2025-01-02", "--to", "2025-01-01"]) == 2
+    err = capsys.readouterr().err
+    assert "missing.jsonl" in err and "--to must be after --from" in err
+
+
+def test_rows_keep_objects_in_order_through_take(params: RiskParams, tmp_path: Path) -> None:
+    f = _write(tmp_path / "m.jsonl", b"\n".join([
+        _tick("BTC-PERP", 1.0, T0), b"{x", encode(BalanceEvent("A", "USDT", 1.0, T0)),
+        _tick("BTC-PERP", 1.0, T0),
+    ]) + b"\n")  # fmt: skip
+    r = StreamReader(f, 0, Decoder(params), TickParser(params.symbols), params.symbol_id)
+    (b,) = list(r.batches())
+    assert b.kind.tolist() == [TICK, OBJECT, OBJECT, TICK]
+    back = b.take(np.array([3, 2, 1, 0]))
+    assert isinstance(back.objs[0], BalanceEvent) and isinstance(back.objs[1], Rejection)
+    assert not any(isinstance(o, BadLine | Line) for o in b.objs)
+
+
+def test_progress_shows_events_time_alerts_and_rate_on_a_terminal_only(
+    tmp_path: Path, params: RiskParams
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    from monitor.replay.progress import ReplayProgress
+
+    book = _write(tmp_path / "book.jsonl", b"\n".join(_book_lines()) + b"\n")
+    ticks = _write(tmp_path / "t.jsonl", b"\n".join(_crash_lines()) + b"\n")
+    screen = io.StringIO()
+    shown = ReplayProgress(Console(file=screen, force_terminal=True, width=200), refresh_s=0.0)
+    files = (book, ticks)
+    asyncio.run(Replay(params, ReplayOptions(files), progress=shown).run())
+    text = screen.getvalue()
+    assert "events 225" in text and "at 2023-11-14 22:13:39.900" in text
+    assert "alerts " in text and "events/s" in text
+    quiet = io.StringIO()
+    off = ReplayProgress(Console(file=quiet, force_terminal=False))
+    asyncio.run(Replay(params, ReplayOptions(files), progress=off).run())
+    assert not off.enabled and quiet.getvalue() == ""
