@@ -114,6 +114,7 @@ def test_alert_thresholds_match_the_daemon_config() -> None:
 
 def test_the_daemon_loader_accepts_the_shipped_configs_and_pod_overrides(tmp_path: Path) -> None:
     from monitor import config
+
     k8s_file = tmp_path / "monitor.toml"
     k8s_file.write_text(load_yaml(K8S / "configmap.yaml")["data"]["monitor.toml"], "utf-8")
     # The variables the StatefulSet sets (the Secret's are optional).
