@@ -17,6 +17,7 @@ import numpy.typing as npt
 from monitor.alerts.model import Culprit, Victim
 from monitor.book.layout import (
     A_MM,
+    A_NCROSS,
     A_UPNL,
     A_WB,
     MODE_CROSS,
@@ -31,7 +32,7 @@ from monitor.book.layout import (
     P_UPNL,
 )
 from monitor.book.store import MarginBook
-from monitor.risk.levels import Status, margin_ratio
+from monitor.risk.levels import Status, margin_ratio, margin_ratios
 from monitor.risk.liquidation import liquidation_price
 
 F64 = npt.NDArray[np.float64]
@@ -47,9 +48,7 @@ def cross_ratios(book: MarginBook, slots: I64) -> F64:
     margin, infinite when equity <= 0), read for these accounts only."""
     mm = book.acc_f[A_MM, slots]
     eq = book.acc_f[A_WB, slots] + book.acc_f[A_UPNL, slots]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out: F64 = np.where(mm <= 0.0, 0.0, np.where(eq <= 0.0, np.inf, mm / eq))
-    return out
+    return margin_ratios(mm, eq, book.acc_i[A_NCROSS, slots] > 0)
 
 
 def cross_exposure(book: MarginBook, slots: I64) -> tuple[F64, F64]:
@@ -128,7 +127,7 @@ def isolated_figures(book: MarginBook, p: int) -> tuple[float, float, float]:
     """Margin ratio, equity and maintenance margin of an isolated position."""
     mm = float(book.pos_f[P_MM, p])
     equity = float(book.pos_f[P_ISO_MARGIN, p]) + float(book.pos_f[P_UPNL, p])
-    return margin_ratio(mm, equity), equity, mm
+    return margin_ratio(mm, equity, True), equity, mm
 
 
 def isolated_culprits(book: MarginBook, p: int) -> tuple[Culprit, ...]:

@@ -18,6 +18,7 @@ from monitor.bench.report import Row
 from monitor.bench.synthetic import SyntheticBook, build_book, generate
 from monitor.book import MarginBook
 from monitor.events import BalanceEvent, Decoder, Event, PositionEvent, Rejection, Tick
+from monitor.risk.levels import margin_ratios
 from monitor.risk.reference import ReferenceBook
 
 
@@ -66,9 +67,7 @@ def full_recompute_seconds(book: MarginBook, repeat: int) -> float:
 
     def one() -> None:
         wb, upnl, mm = book.recompute()
-        eq = wb + upnl
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            mr = np.where(mm <= 0.0, 0.0, np.where(eq <= 0.0, np.inf, mm / eq))
+        mr = margin_ratios(mm, wb + upnl, book.cross_positions > 0)
         (mr[:, None] >= thr[None, :]).sum(axis=1)
 
     return best_of(one, repeat)

@@ -81,9 +81,9 @@ def _mark_dirty(a: int, acc_i: np.ndarray, dirty: np.ndarray, meta: np.ndarray) 
 
 
 @njit(cache=True, inline="always")
-def level_of(mm: float, eq: float, thr: np.ndarray) -> int:
+def level_of(mm: float, eq: float, has_positions: bool, thr: np.ndarray) -> int:
     # thr is (warning, critical, liquidatable); unrolled, branch-free counting
-    if mm <= 0.0:
+    if not has_positions:
         return 0
     if eq <= 0.0:
         return 3
@@ -104,7 +104,7 @@ def _restatus(
     # The ratio itself is not stored (it is derived on read): on a tick over a
     # million accounts the store and the write-back of a healthy, unchanged
     # level are most of what a position costs.
-    lvl = level_of(acc_f[A_MM, a], acc_f[A_WB, a] + acc_f[A_UPNL, a], thr)
+    lvl = level_of(acc_f[A_MM, a], acc_f[A_WB, a] + acc_f[A_UPNL, a], acc_i[A_NCROSS, a] > 0, thr)
     if force_dirty or lvl != acc_i[A_STATUS, a]:
         acc_i[A_STATUS, a] = lvl
         _mark_dirty(a, acc_i, dirty, meta)
@@ -142,7 +142,7 @@ def tick_instrument(
         am = acc_f[A_MM, a] + (mm - pos_f[P_MM, p])
         acc_f[A_UPNL, a] = au
         acc_f[A_MM, a] = am
-        lvl = level_of(am, acc_f[A_WB, a] + au, thr)
+        lvl = level_of(am, acc_f[A_WB, a] + au, True, thr)
         # dirty on a level change, or when a position of an account at risk turns
         # from healthy to losing or back (its culprits and victims change)
         if lvl != acc_i[A_STATUS, a] or (lvl > 0 and (u >= 0.0) != (u0 >= 0.0)):
@@ -178,7 +178,7 @@ def tick_isolated(
         notional = abs(q) * price
         b = bracket_of(notional, pos_i[P_BRACKET, p], floor, nb)
         mm = notional * mmr[b] - cum[b]
-        lvl = level_of(mm, pos_f[P_ISO_MARGIN, p] + u, thr)
+        lvl = level_of(mm, pos_f[P_ISO_MARGIN, p] + u, True, thr)
         if lvl != pos_i[P_STATUS, p]:
             pos_i[P_STATUS, p] = lvl
             _mark_dirty(pos_i[P_ACCT, p], acc_i, dirty, meta)
@@ -372,7 +372,7 @@ def _apply_position(
             pos_i[P_STATUS, p] = 0
         else:
             acc_i[A_NISO, a] += 1
-            pos_i[P_STATUS, p] = level_of(mm, iso_margin + u, thr)
+            pos_i[P_STATUS, p] = level_of(mm, iso_margin + u, True, thr)
     # an account without positions carries exact zeros (no drift left behind)
     if acc_i[A_NCROSS, a] == 0:
         acc_f[A_UPNL, a] = 0.0

@@ -60,7 +60,7 @@ from monitor.book.segments import SegmentedLists
 from monitor.events.decode import Rejection, RejectReason
 from monitor.events.schema import BalanceEvent, Event, PositionEvent, Tick
 from monitor.instruments.model import RiskParams
-from monitor.risk.levels import Thresholds
+from monitor.risk.levels import Thresholds, margin_ratios
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -586,7 +586,7 @@ class MarginBook:
     @property
     def margin_ratio(self) -> F64:
         """``MM / E`` per account: 0 without cross positions, inf when E <= 0."""
-        return ratios(self.maintenance_margin, self.equity)
+        return margin_ratios(self.maintenance_margin, self.equity, self.cross_positions > 0)
 
     @property
     def status(self) -> I64:
@@ -674,7 +674,8 @@ class MarginBook:
         iso = alive[self.pos_i[P_MODE, alive] == MODE_ISOLATED]
         if iso.size:
             eq = self.pos_f[P_ISO_MARGIN, iso] + self.pos_f[P_UPNL, iso]
-            self.pos_i[P_STATUS, iso] = _levels(self.pos_f[P_MM, iso], eq, self._thr)
+            has = np.ones(iso.shape[0], dtype=bool)
+            self.pos_i[P_STATUS, iso] = _levels(self.pos_f[P_MM, iso], eq, has, self._thr)
         wb, upnl, mm = self.recompute()
         corr = 0.0
         if n:
@@ -688,7 +689,8 @@ class MarginBook:
         self.acc_f[A_WB, :n] = wb
         self.acc_f[A_UPNL, :n] = upnl
         self.acc_f[A_MM, :n] = mm
-        self.acc_i[A_STATUS, :n] = _levels(mm, wb + upnl, self._thr)
+        has = self.acc_i[A_NCROSS, :n] > 0
+        self.acc_i[A_STATUS, :n] = _levels(mm, wb + upnl, has, self._thr)
         if record:
             self.max_correction = max(self.max_correction, corr)
         return corr
@@ -904,15 +906,9 @@ def _stale_balance(ev: BalanceEvent, held: int | None) -> Rejection:
     )
 
 
-def ratios(mm: F64, eq: F64) -> F64:
-    """Margin ratios, vectorised: 0 without maintenance, inf when equity <= 0."""
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        out: F64 = np.where(mm <= 0.0, 0.0, np.where(eq <= 0.0, np.inf, mm / eq))
-    return out
-
-
-def _levels(mm: F64, eq: F64, thr: F64) -> I64:
-    out: I64 = (ratios(mm, eq)[:, None] >= thr[None, :]).sum(axis=1).astype(np.int64)
+def _levels(mm: F64, eq: F64, has: npt.NDArray[np.bool_], thr: F64) -> I64:
+    mr = margin_ratios(mm, eq, has)
+    out: I64 = (mr[:, None] >= thr[None, :]).sum(axis=1).astype(np.int64)
     return out
 
 

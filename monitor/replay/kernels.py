@@ -9,6 +9,7 @@ import numpy.typing as npt
 
 from monitor.book.layout import (
     A_MM,
+    A_NCROSS,
     A_STATUS,
     A_UPNL,
     A_WB,
@@ -83,7 +84,7 @@ def risk_sample(
         st = acc_i[A_STATUS, a]
         counts[st] += 1
         mm = acc_f[A_MM, a]
-        if mm <= 0.0:
+        if acc_i[A_NCROSS, a] == 0:
             continue
         eq = acc_f[A_WB, a] + acc_f[A_UPNL, a]
         mr = np.inf if eq <= 0.0 else mm / eq

@@ -48,10 +48,26 @@ class Thresholds:
         return Status(lvl)
 
 
-def margin_ratio(maintenance_margin: float, equity: float) -> float:
-    """``MM / E``; 0 without positions; infinite when equity <= 0 with positions."""
-    if maintenance_margin <= 0.0:
+def margin_ratio(maintenance_margin: float, equity: float, has_positions: bool) -> float:
+    """``MM / E``; 0 without open positions; infinite when equity <= 0 with some.
+
+    Whether positions are open is asked, not inferred from ``MM > 0``: the
+    incremental sums may leave a rounding residue where an exact figure is 0."""
+    if not has_positions:
         return 0.0
     if equity <= 0.0:
         return math.inf
     return maintenance_margin / equity
+
+
+def margin_ratios(
+    maintenance_margin: npt.NDArray[np.float64],
+    equity: npt.NDArray[np.float64],
+    has_positions: npt.NDArray[np.bool_],
+) -> npt.NDArray[np.float64]:
+    """:func:`margin_ratio` over arrays."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        out: npt.NDArray[np.float64] = np.where(
+            ~has_positions, 0.0, np.where(equity <= 0.0, np.inf, maintenance_margin / equity)
+        )
+    return out

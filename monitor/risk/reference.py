@@ -120,10 +120,11 @@ class ReferenceBook:
                 upnl += pu
                 mm += pmm
             else:
-                status = self.thresholds.level(margin_ratio(pmm, p.iso_margin + pu))
+                status = self.thresholds.level(margin_ratio(pmm, p.iso_margin + pu, True))
             positions[symbol] = RefPosition(pu, pmm, notional, status)
         eq = wb + upnl
-        mr = margin_ratio(mm, eq)
+        has = any(p.mode == "cross" for p in acc.positions.values())
+        mr = margin_ratio(mm, eq, has)
         return RefAccount(wb, upnl, mm, eq, mr, self.thresholds.level(mr), positions)
 
     def evaluate_all(self) -> dict[str, RefAccount]:

@@ -86,7 +86,7 @@ def account_report(book: MarginBook, a: int) -> Json:
         if not cross:
             iso = float(book.pos_f[P_ISO_MARGIN, p])
             row["isolated_margin"] = iso
-            row["margin_ratio"] = finite(margin_ratio(pmm, iso + pu))
+            row["margin_ratio"] = finite(margin_ratio(pmm, iso + pu, True))
             row["status"] = Status(int(book.pos_i[P_STATUS, p])).label
         else:
             cross_rows.append(row)
@@ -97,7 +97,7 @@ def account_report(book: MarginBook, a: int) -> Json:
         "unrealized_pnl": upnl,
         "equity": equity,
         "maintenance_margin": mm,
-        "margin_ratio": finite(margin_ratio(mm, equity)),
+        "margin_ratio": finite(margin_ratio(mm, equity, bool(cross_rows))),
         "status": status.label,
         "balances": {
             asset.name: float(book.bal[k, a])

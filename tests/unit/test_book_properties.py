@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import os
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -61,9 +64,20 @@ def assert_book_matches(book: MarginBook, ref: ReferenceBook) -> None:
             want.equity,
             want.margin_ratio,
         )
-        for g, e in zip(got, exp, strict=True):
+        for g, e in zip(got[:4], exp[:4], strict=True):
             assert isclose(float(g), e), (account, got, exp)
-        assert int(book.status[a]) == want.status, account
+        # MR = MM / E amplifies the rounding residue of the sums (up to ~1e-9 here)
+        # by 1 / E: compare it within that bound, and the level where the ratio is
+        # not within it of a threshold.
+        mr, want_mr = float(book.margin_ratio[a]), want.margin_ratio
+        if math.isinf(want_mr) or want_mr == 0.0:
+            assert mr == want_mr, (account, got, exp)
+            assert int(book.status[a]) == want.status, account
+        else:
+            tol = 1e-9 * want_mr + 1e-9 * (1.0 + want_mr) / abs(want.equity)
+            assert abs(mr - want_mr) <= tol, (account, got, exp)
+            if all(abs(want_mr - t) > tol for t in (0.8, 0.9, 1.0)):
+                assert int(book.status[a]) == want.status, account
         slots = book.positions_of(a)
         held = {PARAMS.symbols[int(book.pos_i[P_SYM, p])]: p for p in slots}
         assert set(held) == set(want.positions)
@@ -74,7 +88,11 @@ def assert_book_matches(book: MarginBook, ref: ReferenceBook) -> None:
             assert int(book.pos_i[P_STATUS, p]) == wp.status
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("BOOK_PROPERTY_EXAMPLES", "1000")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(streams)
 def test_incremental_book_equals_from_scratch_after_any_event_sequence(events: list[Event]) -> None:
     book = MarginBook(PARAMS, accounts=1, positions=1)  # tiny capacities: growth is exercised
@@ -90,7 +108,7 @@ def test_incremental_book_equals_from_scratch_after_any_event_sequence(events: l
     assert_book_matches(book, ref)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(streams, st.integers(min_value=1, max_value=10))
 def test_conflated_batches_end_in_the_same_state_as_one_event_at_a_time(
     events: list[Event], batch: int

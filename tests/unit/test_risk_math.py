@@ -207,3 +207,18 @@ def test_distance_to_liquidation_across_a_bracket_kink() -> None:
     down, up = distance_to_liquidation(100.0, 0.0, 0.0, [MovingLeg(-10.0, 100.0, 100.0, b)])
     assert up == pytest.approx(90 / 1020)
     assert down is None
+
+
+def test_an_open_position_on_no_equity_is_liquidatable_however_small(
+    small_params: RiskParams,
+) -> None:
+    """Open positions, not a positive maintenance sum, decide the infinite ratio:
+    incremental sums can leave a rounding residue where the exact figure is 0."""
+    book = MarginBook(small_params)
+    book.apply(pos("A", "BTC-PERP", 1e-190, 1.0))
+    assert book.equity[0] == 0.0
+    assert math.isinf(book.margin_ratio[0])
+    assert book.status[0] == Status.LIQUIDATABLE
+    book.apply(pos("A", "BTC-PERP", 0.0, 0.0, ts=2))
+    assert book.margin_ratio[0] == 0.0
+    assert book.status[0] == Status.HEALTHY
