@@ -23,6 +23,7 @@ import dataclasses
 import importlib
 import math
 import os
+import socket
 import tomllib
 import types
 import typing
@@ -50,17 +51,30 @@ class KafkaConfig:
     sasl_username: str = ""
     sasl_password: str = ""
     ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
     fetch_max_wait_ms: int = 10
     max_poll_interval_ms: int = 300_000
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
+    max_poll_records: int = 10_000
+    event_queue_max_messages: int = 100_000
+    prices_start: Literal["beginning", "now"] = "beginning"
 
     def __post_init__(self) -> None:
         if not self.servers:
             raise ConfigError("kafka.bootstrap_servers: needs at least one host:port")
-        for name in ("fetch_max_wait_ms", "max_poll_interval_ms", "session_timeout_ms"):
+        for name in (
+            "fetch_max_wait_ms",
+            "max_poll_interval_ms",
+            "session_timeout_ms",
+            "max_poll_records",
+            "event_queue_max_messages",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"kafka.{name}: must be > 0, got {getattr(self, name)}")
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ConfigError("kafka.ssl_certfile and kafka.ssl_keyfile: set both or neither")
         if not 0 < self.heartbeat_interval_ms < self.session_timeout_ms:
             raise ConfigError("kafka.heartbeat_interval_ms: must be > 0 and < session_timeout_ms")
 
@@ -112,6 +126,24 @@ class HealthConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class InstanceConfig:
+    """Which instance this process is, among those sharing one consumer group."""
+
+    id: str = ""  # empty: the host name (stable for a Kubernetes StatefulSet pod)
+
+    def __post_init__(self) -> None:
+        if self.id and not all(c.isalnum() or c in "._-" for c in self.id):
+            raise ConfigError(f"instance.id: use letters, digits, '.', '_' or '-', got {self.id!r}")
+
+    @property
+    def name(self) -> str:
+        if self.id:
+            return self.id
+        host = socket.gethostname() or "monitor"
+        return "".join(c if c.isalnum() or c in "._-" else "-" for c in host)
+
+
+@dataclass(frozen=True, slots=True)
 class InstrumentsConfig:
     file: str = ""  # empty: the instruments shipped with the package
 
@@ -142,6 +174,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     state: StateConfig = field(default_factory=StateConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    instance: InstanceConfig = field(default_factory=InstanceConfig)
     instruments: InstrumentsConfig = field(default_factory=InstrumentsConfig)
     # Other packages' sections (None when that package is not installed).
     alerts: Any = None
@@ -174,6 +207,7 @@ _OWN: dict[str, type[Any]] = {
     "http": HttpConfig,
     "state": StateConfig,
     "health": HealthConfig,
+    "instance": InstanceConfig,
     "instruments": InstrumentsConfig,
 }
 
@@ -224,6 +258,11 @@ def build_config(
     for var, raw in sorted((env or {}).items()):
         hit = _env_target(var, types_)
         if hit is None:
+            if var.startswith(ENV_PREFIX):
+                raise ConfigError(
+                    f"{var}: names no section (MONITOR_<SECTION>_<KEY>; sections: "
+                    f"{', '.join(types_)})"
+                )
             continue
         sec, key = hit
         cls = types_[sec]

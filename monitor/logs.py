@@ -13,6 +13,21 @@ from typing import Any, TextIO
 import structlog
 
 
+class _Stderr:
+    """``sys.stderr`` looked up at every write: the process's stream can be replaced
+    after logging is configured (a test runner capturing output does so per test),
+    and a logger must never keep writing to a stream that was closed."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure_logging(
     level: str = "info", *, json: bool | None = None, stream: TextIO | None = None
 ) -> None:
@@ -20,7 +35,7 @@ def configure_logging(
 
     ``json`` None: JSON when ``stream`` is not a terminal.
     """
-    out = stream if stream is not None else sys.stderr
+    out: Any = stream if stream is not None and stream is not sys.stderr else _Stderr()
     as_json = not out.isatty() if json is None else json
     lvl = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     shared: list[Any] = [
@@ -40,9 +55,15 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=True,
     )
-    # Third-party libraries log through the standard library: same stream, warnings up.
+    # Third-party libraries (aiokafka) log through the standard library: same
+    # stream, same rendering (JSON lines stay JSON lines), warnings and up.
     handler = logging.StreamHandler(out)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processor=renderer,
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(lvl, logging.WARNING))

@@ -5,7 +5,7 @@
     magic    8 bytes   b"MONSNAP\\n"
     version  4 bytes   little-endian uint32 (FORMAT_VERSION)
     hlen     8 bytes   little-endian uint64, length of the header
-    header   hlen      JSON: scalars, names, offsets, and where each array lies
+    header   hlen      JSON: scalars, names, offsets, the driver's meta, where each array lies
     arrays             raw little-endian array bytes, back to back
     digest   32 bytes  blake2b-256 of everything above
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -26,7 +27,7 @@ from monitor.checkpoint.state import BookState
 from monitor.errors import StateError
 
 MAGIC = b"MONSNAP\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the header carries the driver's JSON ``meta``
 _FRAME = struct.Struct("<8sIQ")
 _DIGEST = 32
 
@@ -66,6 +67,7 @@ def encode_snapshot(state: BookState) -> bytes:
             "max_correction": state.max_correction,
             "created_ms": state.created_ms,
             "offsets": [[t, p, o] for (t, p), o in sorted(state.offsets.items())],
+            "meta": state.meta,
             "arrays": specs,
         }
     )
@@ -83,6 +85,7 @@ class _Header(msgspec.Struct):
     created_ms: int
     offsets: list[tuple[str, int, int]]
     arrays: list[tuple[str, str, int, int, int]]
+    meta: dict[str, Any] = {}
 
 
 def decode_snapshot(data: bytes, name: str = "snapshot") -> BookState:
@@ -123,5 +126,27 @@ def decode_snapshot(data: bytes, name: str = "snapshot") -> BookState:
         created_ms=h.created_ms,
         offsets={(t, p): o for t, p, o in h.offsets},
         account_extras=extras,
+        meta=h.meta,
         **{k: arrays[k] for k in _ARRAYS},
     )
+
+
+class _Offsets(msgspec.Struct):
+    offsets: list[tuple[str, int, int]]
+
+
+def read_offsets(path: str | Path) -> dict[tuple[str, int], int] | None:
+    """The offsets in a snapshot file's header, without reading (or verifying) the
+    arrays: a cheap look before overwriting it. None when there is no readable file."""
+    try:
+        with open(path, "rb") as fh:
+            frame = fh.read(_FRAME.size)
+            if len(frame) < _FRAME.size:
+                return None
+            magic, version, hlen = _FRAME.unpack(frame)
+            if magic != MAGIC or version != FORMAT_VERSION or hlen > 1 << 31:
+                return None
+            header = msgspec.json.decode(fh.read(hlen), type=_Offsets)
+    except (OSError, msgspec.DecodeError):
+        return None
+    return {(t, p): o for t, p, o in header.offsets}

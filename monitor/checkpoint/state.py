@@ -10,8 +10,10 @@ checked on restore: a snapshot taken with other instruments is refused.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +36,7 @@ from monitor.risk.levels import Thresholds
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 Offsets = dict[tuple[str, int], int]
+_NONE = np.zeros(0, dtype=np.int64)
 
 
 def closed_positions(book: MarginBook) -> dict[int, int]:
@@ -75,6 +78,8 @@ class BookState:
     created_ms: int = 0
     # Per-account columns kept by the driver (e.g. the partition each account came from).
     account_extras: dict[str, I64] = field(default_factory=dict)
+    # JSON-able state kept by the driver beside the book (e.g. the alert engine's).
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_accounts(self) -> int:
@@ -91,6 +96,7 @@ def capture(
     *,
     created_ms: int = 0,
     account_extras: Mapping[str, npt.ArrayLike] | None = None,
+    meta: Mapping[str, Any] | None = None,
 ) -> BookState:
     """Copy the book's state (alive positions, set balances, prices, tombstones)."""
     p = book.params
@@ -131,6 +137,7 @@ def capture(
         offsets=dict(offsets or {}),
         created_ms=created_ms,
         account_extras=extras,
+        meta=dict(meta or {}),
     )
 
 
@@ -184,17 +191,25 @@ def keep_accounts(state: BookState, keep: npt.NDArray[np.bool_]) -> BookState:
     n = state.n_accounts
     if keep.shape[0] != n:
         raise ValueError(f"keep has {keep.shape[0]} rows for {n} accounts")
-    new = np.cumsum(keep) - 1
+    return select_accounts(state, np.flatnonzero(keep))
+
+
+def select_accounts(state: BookState, slots: npt.ArrayLike) -> BookState:
+    """The same state with only the accounts at ``slots`` (in that order, renumbered
+    0..len-1); prices, offsets and meta are kept as they are."""
+    sel = np.asarray(slots, dtype=np.int64)
+    n = state.n_accounts
+    new = np.full(n, -1, dtype=np.int64)
+    new[sel] = np.arange(sel.shape[0], dtype=np.int64)
     nsym = len(state.symbols)
-    pk = keep[state.pos_acct] if state.n_positions else np.zeros(0, dtype=bool)
-    bk = keep[state.bal_acct] if state.bal_acct.size else np.zeros(0, dtype=bool)
+    pk = np.flatnonzero(new[state.pos_acct] >= 0) if state.n_positions else _NONE
+    bk = np.flatnonzero(new[state.bal_acct] >= 0) if state.bal_acct.size else _NONE
     ca, cs = np.divmod(state.closed_key, nsym)
-    ck = keep[ca] if ca.size else np.zeros(0, dtype=bool)
-    return BookState(
-        symbols=state.symbols,
-        assets=state.assets,
-        account_ids=[a for a, k in zip(state.account_ids, keep.tolist(), strict=True) if k],
-        sub_labels=state.sub_labels,
+    ck = np.flatnonzero(new[ca] >= 0) if ca.size else _NONE
+    ids = np.asarray(state.account_ids, dtype=object)
+    return replace(
+        state,
+        account_ids=ids[sel].tolist() if sel.size else [],
         pos_acct=new[state.pos_acct[pk]],
         pos_sym=state.pos_sym[pk],
         pos_qty=state.pos_qty[pk],
@@ -207,13 +222,101 @@ def keep_accounts(state: BookState, keep: npt.NDArray[np.bool_]) -> BookState:
         bal_asset=state.bal_asset[bk],
         bal_amount=state.bal_amount[bk],
         bal_ts=state.bal_ts[bk],
-        sym_price=state.sym_price,
-        sym_ts=state.sym_ts,
         closed_key=new[ca[ck]] * nsym + cs[ck],
         closed_ts=state.closed_ts[ck],
-        last_event_ts=state.last_event_ts,
-        max_correction=state.max_correction,
         offsets=dict(state.offsets),
-        created_ms=state.created_ms,
-        account_extras={k: v[keep] for k, v in state.account_extras.items()},
+        account_extras={k: v[sel] for k, v in state.account_extras.items()},
+        meta=dict(state.meta),
+    )
+
+
+def split_accounts(state: BookState, key: npt.ArrayLike) -> dict[int, BookState]:
+    """``state`` cut into one state per value of ``key`` (one int per account, e.g.
+    the partition each account came from); accounts keep their relative order."""
+    k = np.asarray(key, dtype=np.int64)
+    if k.shape[0] != state.n_accounts:
+        raise ValueError(f"key has {k.shape[0]} rows for {state.n_accounts} accounts")
+    if k.size == 0:
+        return {}
+    order = np.argsort(k, kind="stable")
+    values, starts = np.unique(k[order], return_index=True)
+    ends = [*starts[1:].tolist(), order.shape[0]]
+    return {
+        int(v): select_accounts(state, order[s:e])
+        for v, s, e in zip(values.tolist(), starts.tolist(), ends, strict=True)
+    }
+
+
+def concat_states(base: BookState, others: Sequence[BookState]) -> BookState:
+    """``base`` with the accounts of ``others`` appended (slots renumbered, sub-account
+    labels merged). Prices, event time and correction stay ``base``'s: the driver's
+    own price feed is the authority on marks. Offsets and meta are merged; account
+    extras must be present in every state.
+
+    An account id held by two states is an error (accounts are partitioned by key, so
+    two partitions never hold the same account unless a producer mis-keyed it)."""
+    if not others:
+        return base
+    for o in others:
+        if o.symbols != base.symbols or o.assets != base.assets:
+            raise StateError("cannot merge snapshots taken with different instruments")
+        if set(o.account_extras) != set(base.account_extras):
+            raise ValueError("every merged state needs the same account extras")
+    labels = list(base.sub_labels)
+    index = {lab: i for i, lab in enumerate(labels)}
+    parts = [base, *others]
+    shifts, subs = [], []
+    total = 0
+    for st in parts:
+        shifts.append(total)
+        total += st.n_accounts
+        remap = np.empty(len(st.sub_labels), dtype=np.int64)
+        for i, lab in enumerate(st.sub_labels):
+            if lab not in index:
+                index[lab] = len(labels)
+                labels.append(lab)
+            remap[i] = index[lab]
+        subs.append(remap)
+    ids = [a for st in parts for a in st.account_ids]
+    if len(set(ids)) != len(ids):
+        dup = sorted(a for a, c in Counter(ids).items() if c > 1)[:5]
+        raise StateError(f"accounts held by two partitions' snapshots: {dup}")
+    nsym = len(base.symbols)
+
+    def cat(name: str, shift: bool = False) -> npt.NDArray[Any]:
+        arrays = [
+            getattr(st, name) + (d if shift else 0) for st, d in zip(parts, shifts, strict=True)
+        ]
+        return np.concatenate(arrays)
+
+    offsets: Offsets = {}
+    meta: dict[str, Any] = {}
+    for st in parts:
+        offsets.update(st.offsets)
+        meta.update(st.meta)
+    return replace(
+        base,
+        account_ids=ids,
+        sub_labels=labels,
+        pos_acct=cat("pos_acct", shift=True),
+        pos_sym=cat("pos_sym"),
+        pos_qty=cat("pos_qty"),
+        pos_entry=cat("pos_entry"),
+        pos_mode=cat("pos_mode"),
+        pos_iso=cat("pos_iso"),
+        pos_sub=np.concatenate([r[st.pos_sub] for st, r in zip(parts, subs, strict=True)]),
+        pos_ts=cat("pos_ts"),
+        bal_acct=cat("bal_acct", shift=True),
+        bal_asset=cat("bal_asset"),
+        bal_amount=cat("bal_amount"),
+        bal_ts=cat("bal_ts"),
+        closed_key=np.concatenate(
+            [st.closed_key + d * nsym for st, d in zip(parts, shifts, strict=True)]
+        ),
+        closed_ts=cat("closed_ts"),
+        offsets=offsets,
+        account_extras={
+            k: np.concatenate([st.account_extras[k] for st in parts]) for k in base.account_extras
+        },
+        meta=meta,
     )

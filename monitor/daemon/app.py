@@ -15,15 +15,20 @@ Tasks (one :class:`asyncio.TaskGroup`, every task named):
   ``/healthz``), and the alert engine's periodic pass (stale prices).
 
 The HTTP server (``/metrics``, ``/healthz``, ``/readyz``) runs on the same
-loop. State is the book plus the next offset of every consumed partition,
-written together by :meth:`Daemon.checkpoint`, the one place that orders
-apply -> deliveries -> snapshot -> commit.
+loop. State is kept per account-events partition (its accounts, its next
+offset, their alert state) plus this instance's prices
+(:mod:`monitor.checkpoint.statedir`), written by :meth:`Daemon.checkpoint`, the
+one place that orders apply -> deliveries -> snapshot -> commit. State follows
+the partitions: on assignment the book drops the accounts of partitions that
+went elsewhere and loads the snapshots of those that arrived (or rebuilds them
+from the beginning of the compacted topic).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import signal
 import time
@@ -37,8 +42,15 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
-from monitor.checkpoint import SnapshotStore, capture, restore
-from monitor.checkpoint.state import keep_accounts
+from monitor.checkpoint import BookState, capture, restore
+from monitor.checkpoint.state import (
+    check_compatible,
+    concat_states,
+    keep_accounts,
+    select_accounts,
+    split_accounts,
+)
+from monitor.checkpoint.statedir import StateDir, Written
 from monitor.clock import Clock, WallClock
 from monitor.config import Config
 from monitor.daemon.dlq import DeadLetters
@@ -112,10 +124,12 @@ class Daemon:
             live=False,
         )
         self.topics = config.topics
-        self.store = SnapshotStore(config.state.dir)
+        self.instance = config.instance.name
+        self.state_dir = StateDir(config.state.dir, self.instance)
         self.health = Health(self.clock, config.health.stall_after_s)
         self.tick_queue = TickQueue()
-        self.event_queue = EventQueue()
+        high = config.kafka.event_queue_max_messages
+        self.event_queue = EventQueue(high_water=high, low_water=high // 2)
         self.offsets: dict[TopicPartition, int] = {}
         self.committed: dict[TopicPartition, int] = {}
         self.owned: set[TopicPartition] = set()
@@ -218,7 +232,8 @@ class Daemon:
             prices=self.topics.prices,
             account_events=self.topics.account_events,
             group=cfg.kafka.group_id,
-            state_dir=str(self.store.dir),
+            state_dir=str(self.state_dir.root),
+            instance=self.instance,
         )
         self._load_state()
         self.producer = await self._connect(
@@ -315,18 +330,15 @@ class Daemon:
 
     # ================================================================ state
     def _load_state(self) -> None:
-        """Restore the snapshot if there is a good one; otherwise rebuild from the topics."""
-        try:
-            self.store.dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StateError(
-                f"{self.store.dir}: cannot create the state directory ([state] dir): {exc}"
-            ) from exc
-        self.store.remove_temporaries()
-        loaded = self.store.load(self.clock.now_ms())
+        """Prepare the state directory and restore this instance's prices (marks and
+        the next offset of every prices partition). The accounts come with their
+        partitions, when the group assigns them (:meth:`_on_assigned`)."""
+        self.state_dir.prepare()
+        store = self.state_dir.prices_store()
+        loaded = store.load(self.clock.now_ms())
         if loaded.problem is not None:
             log.error(
-                "snapshot unusable, set aside; rebuilding from the topics",
+                "prices snapshot unusable, set aside; reading prices from the beginning",
                 problem=loaded.problem,
                 set_aside=str(loaded.set_aside) if loaded.set_aside else None,
             )
@@ -335,35 +347,22 @@ class Daemon:
             try:
                 book = restore(state, self.params, self.thresholds)
             except StateError as exc:
-                aside = self.store.path.with_name(
-                    f"{self.store.path.name}.{self.clock.now_ms()}.corrupt"
-                )
-                with contextlib.suppress(OSError):
-                    self.store.path.replace(aside)
-                log.error(
-                    "snapshot unusable, set aside; rebuilding",
-                    problem=str(exc),
-                    set_aside=str(aside),
-                )
-                state = None
+                log.error("prices snapshot unusable; reading prices from the beginning",
+                          problem=str(exc))  # fmt: skip
             else:
                 self.engine.replace_book(book)
-                self.offsets = {TopicPartition(t, p): o for (t, p), o in state.offsets.items()}
-                part = state.account_extras.get("partition")
-                n = state.n_accounts
-                self._acct_part = np.full(max(1024, n), -1, dtype=np.int64)
-                if part is not None:
-                    self._acct_part[:n] = part
+                prices = self.topics.prices
+                self.offsets = {
+                    TopicPartition(t, p): o for (t, p), o in state.offsets.items() if t == prices
+                }
                 self.last_snapshot_ms = state.created_ms
                 log.info(
-                    "state loaded",
-                    accounts=n,
-                    positions=state.n_positions,
+                    "prices loaded",
                     partitions=len(self.offsets),
                     snapshot_age_s=round((self.clock.now_ms() - state.created_ms) / 1000, 3),
                 )
         if state is None:
-            log.info("no snapshot: rebuilding the book from the beginning of the topics")
+            log.info("no prices snapshot: reading prices from the beginning")
         self.health.state_loaded = True
 
     def _note_accounts(self, start: int, end: int, partition: int) -> None:
@@ -375,66 +374,119 @@ class Daemon:
             self._acct_part = grown
         self._acct_part[start:end] = partition
 
-    def _keep_partitions(self, keep: set[int]) -> list[Any]:
-        """Drop the accounts of every account-events partition not in ``keep``;
-        returns the alerts of re-evaluating the kept accounts (when live)."""
+    def _held(self) -> set[TopicPartition]:
+        """The account-events partitions whose state is in the book (offset known)."""
+        topic = self.topics.account_events
+        return {tp for tp in self.offsets if tp.topic == topic}
+
+    def _load_partitions(self, tps: set[TopicPartition]) -> dict[TopicPartition, BookState]:
+        """The snapshots of ``tps`` that exist and are sound (the rest are rebuilt)."""
+        out: dict[TopicPartition, BookState] = {}
+        now = self.clock.now_ms()
+        for tp in sorted(tps):
+            try:
+                loaded = self.state_dir.load_partition(tp.topic, tp.partition, now)
+                if loaded.state is not None:
+                    check_compatible(loaded.state, self.params)
+            except StateError as exc:
+                log.error("partition snapshot unusable; rebuilding the partition",
+                          partition=tp.partition, problem=str(exc))  # fmt: skip
+                continue
+            if loaded.problem is not None:
+                log.error(
+                    "partition snapshot unusable, set aside; rebuilding the partition",
+                    partition=tp.partition,
+                    problem=loaded.problem,
+                    set_aside=str(loaded.set_aside) if loaded.set_aside else None,
+                )
+            if loaded.state is not None:
+                out[tp] = loaded.state
+        return out
+
+    def _reshape_book(
+        self, keep: set[TopicPartition], loaded: dict[TopicPartition, BookState]
+    ) -> None:
+        """The book with only the accounts of ``keep`` plus those of the ``loaded``
+        partition snapshots. Prices stay this instance's own."""
         book = self.engine.book
         n = book.n_accounts
         part = self._acct_part[:n]
-        mask = np.isin(part, np.fromiter(keep, dtype=np.int64, count=len(keep)))
-        if mask.all():
-            return []
-        state = capture(book, account_extras={"partition": part})
-        kept = keep_accounts(state, mask)
-        self.engine.replace_book(restore(kept, self.params, self.thresholds))
-        self._acct_part = np.full(max(1024, kept.n_accounts), -1, dtype=np.int64)
-        self._acct_part[: kept.n_accounts] = kept.account_extras["partition"]
+        mask = np.isin(part, np.fromiter((tp.partition for tp in keep), np.int64, len(keep)))
+        if mask.all() and not loaded:
+            return
+        base = keep_accounts(capture(book, account_extras={"partition": part}), mask)
+        others = []
+        for tp, st in sorted(loaded.items()):
+            col = np.full(st.n_accounts, tp.partition, dtype=np.int64)
+            others.append(dataclasses.replace(st, account_extras={"partition": col}))
+        merged = concat_states(base, others)
+        self.engine.replace_book(restore(merged, self.params, self.thresholds))
+        self._acct_part = np.full(max(1024, merged.n_accounts), -1, dtype=np.int64)
+        self._acct_part[: merged.n_accounts] = merged.account_extras["partition"]
         log.info(
-            "accounts of other partitions dropped",
+            "book reshaped",
             dropped=int(n - mask.sum()),
-            kept=kept.n_accounts,
+            kept=int(mask.sum()),
+            loaded={tp.partition: st.n_accounts for tp, st in sorted(loaded.items())},
         )
-        alerts = self.engine.alerts
-        if alerts is None:
-            return []
-        # The alert engine keeps its state by account slot, and the slots were just
-        # renumbered: start a fresh one (its metrics are shared on the registry)
-        # and bring it in line with the book.
-        fresh: Any = type(alerts)
-        self.engine.alerts = fresh(self.config.alerts, self.clock, self.registry)
-        return self.engine.go_live() if self.engine.live else []
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """A new assignment: drop the accounts of partitions gone elsewhere, load the
+        snapshots of partitions new here (or rebuild them from the beginning), seek
+        every assigned partition to the offset after what the book holds."""
         assert self.events is not None
         topic = self.topics.account_events
         async with self._apply_lock:
-            resume = {tp for tp in assigned if tp in self.offsets}
-            rebuild = assigned - resume
-            alerts = self._keep_partitions({tp.partition for tp in resume})
-            if alerts:
-                await self.engine.publish(alerts)
-            for tp in [tp for tp in self.offsets if tp.topic == topic and tp not in resume]:
+            # Queued chunks were fetched under the old assignment: every partition is
+            # re-read below from the offset after what was applied.
+            self.event_queue.clear()
+            held = self._held()
+            keep = held & assigned
+            loaded = self._load_partitions(assigned - keep)
+            rebuild = assigned - keep - set(loaded)
+            self._reshape_book(keep, loaded)
+            for tp in held - keep:
                 del self.offsets[tp]
-            for tp in resume:
+            for tp, st in loaded.items():
+                self.offsets[tp] = st.offsets[(tp.topic, tp.partition)]
+            # What the group already committed: a commit never goes below it (a
+            # partition rebuilt from the beginning commits only once it passes it).
+            self.committed = {tp: o for tp, o in self.committed.items() if tp in assigned}
+            for tp in assigned:
+                with contextlib.suppress(KafkaError):
+                    c = await self.events.committed(tp)
+                    if c is not None:
+                        self.committed[tp] = max(self.committed.get(tp, -1), c)
+            for tp in keep | set(loaded):
                 self.events.seek(tp, self.offsets[tp])
             await self.events.seek_to_beginning(rebuild)
             self.owned = set(assigned)
             self.events.assigned_once = True
             self.events.reset_catch_up()
+            alerts: list[Any] = []
             if rebuild and self.health.caught_up:
                 # Rebuilding partitions: hold alerts until caught up again.
                 self.engine.live = False
                 self.health.set_ready(False, f"rebuilding {len(rebuild)} partitions")
                 self.ready.clear()
+            elif self.engine.live and (loaded or held - keep):
+                alerts = self.engine.go_live()
+            if alerts:
+                await self.engine.publish(alerts)
         log.info(
             "assigned",
             topic=topic,
             partitions=sorted(tp.partition for tp in assigned),
-            resumed={tp.partition: self.offsets[tp] for tp in resume},
+            kept=sorted(tp.partition for tp in keep),
+            loaded={tp.partition: self.offsets[tp] for tp in sorted(loaded)},
             from_beginning=sorted(tp.partition for tp in rebuild),
         )
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Checkpoint (and commit) before the partitions go, within a budget below
+        ``max_poll_interval_ms``. The accounts stay until the new assignment says
+        which partitions really left: aiokafka rebalances eagerly (every partition
+        is revoked, most come straight back), and reloading those would be waste."""
         if self._final_done or not revoked:
             return
         log.info("revoked", partitions=sorted(tp.partition for tp in revoked))
@@ -446,6 +498,7 @@ class Daemon:
             log.error("checkpoint on revocation ran out of time", budget_s=budget)
         finally:
             self.owned -= revoked
+            self.event_queue.clear()
 
     # ================================================================ applying
     async def _apply_loop(self) -> None:
@@ -556,9 +609,11 @@ class Daemon:
            (or rejected), and only those;
         2. deliveries: wait until every alert sink and the DLQ have confirmed what
            they were given (if not, stop here: nothing is written or committed);
-        3. snapshot: the book and those offsets, together, written atomically;
-        4. commit: the same offsets of the account-events partitions we own, to
-           the consumer group, only forwards.
+        3. snapshot: one file per owned account-events partition (its accounts, its
+           next offset, their alert state) and one for this instance's prices (marks
+           and the prices offsets), each written atomically;
+        4. commit: the offsets of the account-events partitions we own whose snapshot
+           is on disk, to the consumer group, only forwards.
         """
         async with self._ckpt_lock:
             t0 = time.perf_counter()
@@ -579,26 +634,43 @@ class Daemon:
                     )
                     return False
                 book = self.engine.book
-                n = book.n_accounts
-                state = capture(
-                    book,
-                    {(tp.topic, tp.partition): o for tp, o in self.offsets.items()},
-                    created_ms=now,
-                    account_extras={"partition": self._acct_part[:n]},
-                )
-                commit = {
-                    tp: o
+                part = self._acct_part[: book.n_accounts].copy()
+                state = capture(book, created_ms=now, account_extras={"partition": part})
+                partitions = {
+                    tp.partition: o
                     for tp, o in self.offsets.items()
-                    if tp.topic == topic and tp in self.owned and o > self.committed.get(tp, -1)
+                    if tp.topic == topic and tp in self.owned
+                }
+                metas = self._partition_meta(part, partitions)
+                price_offsets = {
+                    (tp.topic, tp.partition): o
+                    for tp, o in self.offsets.items()
+                    if tp.topic == self.topics.prices
                 }
             # 3. snapshot (off the event loop; the copy above is consistent)
+            t1 = time.perf_counter()
             try:
-                size = await asyncio.to_thread(self.store.write, state)
+                written = await asyncio.to_thread(
+                    self._write_state, state, partitions, metas, price_offsets
+                )
             except StateError as exc:
                 log.error("checkpoint failed: snapshot not written", reason=reason, error=str(exc))
                 return False
+            self.metrics.snapshot_seconds.observe(time.perf_counter() - t1)
             self.last_snapshot_ms = now
-            # 4. commit
+            # 4. commit (a partition whose file on disk is newer is another
+            # instance's now: it is not committed from here)
+            commit = {
+                TopicPartition(topic, w.partition): partitions[w.partition]
+                for w in written
+                if w.skipped_for is None
+            }
+            commit = {tp: o for tp, o in commit.items() if o > self.committed.get(tp, -1)}
+            for w in written:
+                if w.skipped_for is not None:
+                    log.warning("partition snapshot on disk is newer: another instance owns it",
+                                partition=w.partition, ours=partitions[w.partition],
+                                on_disk=w.skipped_for)  # fmt: skip
             committed = True
             if commit and self.events is not None:
                 try:
@@ -612,19 +684,58 @@ class Daemon:
                         error=str(exc) or type(exc).__name__,
                     )
             dt = time.perf_counter() - t0
-            self.metrics.snapshot_seconds.observe(dt)
             self.checkpoints += 1
             log.info(
                 "checkpoint",
                 reason=reason,
                 accounts=state.n_accounts,
                 positions=state.n_positions,
-                bytes=size,
+                bytes=sum(w.size for w in written),
                 seconds=round(dt, 4),
                 committed=committed,
                 offsets={f"{tp.topic}/{tp.partition}": o for tp, o in sorted(self.offsets.items())},
             )
             return True
+
+    def _partition_meta(self, part: I64, partitions: dict[int, int]) -> dict[int, dict[str, Any]]:
+        """What goes beside each partition's accounts in its snapshot: the alert
+        engine's state of those accounts (so a restart, or the partition's next
+        owner, resolves what was firing instead of forgetting it)."""
+        alerts = self.engine.alerts
+        export = getattr(alerts, "export_state", None)
+        if export is None:
+            return {p: {} for p in partitions}
+        book = self.engine.book
+        out: dict[int, dict[str, Any]] = {}
+        for p in partitions:
+            slots = np.flatnonzero(part == p).astype(np.int64)
+            out[p] = {"alerts": export(book, slots)}
+        return out
+
+    def _write_state(
+        self,
+        state: BookState,
+        partitions: dict[int, int],
+        metas: dict[int, dict[str, Any]],
+        price_offsets: dict[tuple[str, int], int],
+    ) -> list[Written]:
+        """Step 3 of :meth:`checkpoint`, in a worker thread."""
+        topic = self.topics.account_events
+        by_part = split_accounts(state, state.account_extras["partition"])
+        written = []
+        for p, offset in sorted(partitions.items()):
+            st = by_part.get(p)
+            if st is None:
+                st = select_accounts(state, [])
+            st = dataclasses.replace(
+                st, offsets={(topic, p): offset}, meta=metas.get(p, {}), account_extras={}
+            )
+            written.append(self.state_dir.write_partition(topic, p, st))
+        prices = dataclasses.replace(
+            select_accounts(state, []), offsets=price_offsets, account_extras={}
+        )
+        self.state_dir.prices_store().write(prices)
+        return written
 
     # ================================================================ market
     async def _market_loop(self) -> None:

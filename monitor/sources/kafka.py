@@ -44,7 +44,6 @@ log = get_logger("monitor.sources.kafka")
 RejectFn = Callable[[Any, Rejection], None]
 
 POLL_TIMEOUT_MS = 200  # longest getmany wait when idle (bounds stop and pause latency)
-MAX_RECORDS = 10_000  # per getmany: large batches amortise, small ones keep latency low
 EMPTY_POLLS_CAUGHT_UP = 10
 
 
@@ -60,7 +59,11 @@ def client_options(cfg: KafkaConfig) -> dict[str, Any]:
         opts["sasl_plain_username"] = cfg.sasl_username or None
         opts["sasl_plain_password"] = cfg.sasl_password or None
     if cfg.security_protocol in ("SSL", "SASL_SSL"):
-        opts["ssl_context"] = create_ssl_context(cafile=cfg.ssl_cafile or None)
+        opts["ssl_context"] = create_ssl_context(
+            cafile=cfg.ssl_cafile or None,
+            certfile=cfg.ssl_certfile or None,
+            keyfile=cfg.ssl_keyfile or None,
+        )
     return opts
 
 
@@ -173,6 +176,14 @@ class EventQueue:
         self.depth = 0
         return out
 
+    def clear(self) -> int:
+        """Forget everything queued (the partitions are about to be re-read from the
+        offsets of what was applied); returns how many messages were dropped."""
+        dropped = self.depth
+        self._chunks.clear()
+        self.depth = 0
+        return dropped
+
     @property
     def full(self) -> bool:
         return self.depth >= self.high_water
@@ -190,6 +201,7 @@ class _Feed:
 
     topic: str
     consumer: AIOKafkaConsumer
+    cfg: KafkaConfig
 
     def __init__(self, clock: Clock, on_poll: Callable[[str], None], wake: asyncio.Event) -> None:
         self.clock = clock
@@ -225,7 +237,10 @@ class _Feed:
     async def _poll(self) -> dict[TopicPartition, list[Any]] | None:
         try:
             data: dict[TopicPartition, list[Any]] = await self.consumer.getmany(
-                timeout_ms=POLL_TIMEOUT_MS, max_records=MAX_RECORDS
+                # [kafka] max_poll_records: large batches amortise, small ones keep
+                # the latency of one apply round low.
+                timeout_ms=POLL_TIMEOUT_MS,
+                max_records=self.cfg.max_poll_records,
             )
         except KafkaError as exc:
             log.warning("poll failed", topic=self.topic, error=str(exc))
@@ -276,10 +291,19 @@ class PriceFeed(_Feed):
         self.queue = queue
         self._reject = reject
         self.consumer = AIOKafkaConsumer(**consumer_options(cfg, group=False))
+        self.skip_before_ms: int | None = None
+        self.skipped = 0
 
     async def start(self, offsets: dict[int, int], stop: asyncio.Event) -> list[TopicPartition]:
         """Connect, assign every partition, seek to ``offsets`` (partition -> next
-        offset) where known and to the beginning elsewhere."""
+        offset) where known and to the beginning elsewhere.
+
+        With ``[kafka] prices_start = "now"`` and no saved offsets, records older than
+        the start are skipped (neither applied nor rejected): the broker may not answer
+        time-index queries, and "latest" offset resets are not dependable, so the
+        start is found by reading, not by asking."""
+        if self.cfg.prices_start == "now" and not offsets:
+            self.skip_before_ms = self.clock.now_ms()
         await self.consumer.start()
         tps = await partitions_of(self.consumer, self.topic, stop)
         if not tps:
@@ -305,9 +329,13 @@ class PriceFeed(_Feed):
             if not data:
                 continue
             now = self.clock.now_ms()
+            skip = self.skip_before_ms
             n = 0
             for tp, records in data.items():
                 for rec in records:
+                    if skip is not None and rec.timestamp < skip:
+                        self.skipped += 1
+                        continue
                     r = decode(rec.value or b"")
                     if type(r) is Tick:
                         bad = queue.offer(r, rec)
@@ -436,6 +464,11 @@ class EventFeed(_Feed):
                 n += len(records)
             self.consumed += n
             self._wake.set()
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        """The group's committed offset of ``tp`` (None: nothing committed)."""
+        c = await self.consumer.committed(tp)
+        return None if c is None or c < 0 else int(c)
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         from aiokafka.structs import OffsetAndMetadata

@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from monitor.checkpoint import SnapshotStore
+from monitor.checkpoint.statedir import StateDir
 from monitor.config import Config, build_config
 from monitor.daemon import Daemon
 from monitor.instruments import load_instruments
@@ -64,6 +64,7 @@ def daemon_config(bootstrap: str, t: Topics, state_dir: Path, **over: Any) -> Co
         "http": {"host": "127.0.0.1", "port": 0},
         "state": {"dir": str(state_dir), "snapshot_interval_s": 1.0},
         "health": {"stall_after_s": 2.0},
+        "instance": {"id": "test-0"},
     }
     for section, values in over.items():
         data.setdefault(section, {}).update(values)
@@ -78,6 +79,12 @@ async def http_get(port: int, path: str) -> tuple[int, bytes]:
     writer.close()
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split(b" ")[1]), body
+
+
+async def wait_for_true(pred: Any, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not pred() and time.monotonic() < deadline:  # noqa: ASYNC110 - polls the daemon
+        await asyncio.sleep(0.05)
 
 
 async def publish(bootstrap: str, t: Topics, work: Workload) -> None:
@@ -210,9 +217,9 @@ async def test_a_clean_stop_checkpoints_commits_and_returns_zero(
     daemon.request_stop()
     assert await asyncio.wait_for(task, 30) == 0
 
-    state = SnapshotStore(tmp_path / "state").read()
-    assert state is not None
+    state = StateDir(tmp_path / "state", "test-0").read_union(topics.account_events)
     assert state.offsets == {(tp.topic, tp.partition): o for tp, o in offsets.items()}
+    assert state.n_accounts == 10
     consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=topics.group)
     await consumer.start()
     try:
@@ -227,8 +234,11 @@ async def test_a_corrupt_snapshot_is_set_aside_and_the_book_rebuilt(
     broker: TansuBroker, topics: Topics, tmp_path: Path
 ) -> None:
     state_dir = tmp_path / "state"
-    state_dir.mkdir()
-    (state_dir / "book.snapshot").write_bytes(b"MONSNAP\n" + b"\x00" * 100)
+    sd = StateDir(state_dir, "test-0")
+    bad = b"MONSNAP\n" + b"\x00" * 100
+    for store in (sd.prices_store(), sd.partition_store(topics.account_events, 1)):
+        store.dir.mkdir(parents=True)
+        store.path.write_bytes(bad)
     work = make_workload(accounts=8, ticks=30, events=40, seed=3)
     await publish(broker.bootstrap, topics, work)
     daemon = Daemon(
@@ -241,7 +251,8 @@ async def test_a_corrupt_snapshot_is_set_aside_and_the_book_rebuilt(
         await asyncio.wait_for(daemon.ready.wait(), 30)
         await wait_applied(daemon, topics, work)
         assert_same_book(daemon.engine.book, reference_book(load_instruments(), work)[0])
-        assert list(state_dir.glob("book.snapshot.*.corrupt"))
+        aside = sorted(p.name.split(".")[0] for p in state_dir.glob("**/*.corrupt"))
+        assert aside == ["1", "prices"]
     finally:
         daemon.request_stop()
         assert await asyncio.wait_for(task, 30) == 0
@@ -328,3 +339,70 @@ async def test_two_instances_in_one_group_split_the_accounts_between_them(
             if d is not None and task is not None:
                 d.request_stop()
                 assert await asyncio.wait_for(task, 30) == 0
+
+
+async def test_a_commit_never_moves_the_groups_offset_backwards(
+    broker: TansuBroker, topics: Topics, tmp_path: Path
+) -> None:
+    from aiokafka.structs import OffsetAndMetadata
+
+    work = make_workload(accounts=6, ticks=20, events=30, seed=9)
+    await publish(broker.bootstrap, topics, work)
+    # The group committed further than this instance's (missing) state reaches,
+    # e.g. another instance's progress before its snapshot was lost.
+    ahead = {TopicPartition(topics.account_events, p): 10_000 for p in range(PARTITIONS)}
+    committer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=topics.group)
+    await committer.start()
+    try:
+        committer.assign(list(ahead))
+        await committer.commit({tp: OffsetAndMetadata(o, "") for tp, o in ahead.items()})
+    finally:
+        await committer.stop()
+    daemon = Daemon(
+        daemon_config(broker.bootstrap, topics, tmp_path / "state"),
+        registry=CollectorRegistry(),
+        install_signal_handlers=False,
+    )
+    task = asyncio.create_task(daemon.run())
+    try:
+        await asyncio.wait_for(daemon.ready.wait(), 30)
+        await wait_applied(daemon, topics, work)
+        # rebuilt from the beginning (no snapshot), and checkpointed
+        assert_same_book(daemon.engine.book, reference_book(load_instruments(), work)[0])
+        assert await daemon.checkpoint("test")
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, 30) == 0
+    check = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=topics.group)
+    await check.start()
+    try:
+        for tp, o in ahead.items():
+            assert await check.committed(tp) == o
+    finally:
+        await check.stop()
+
+
+async def test_prices_start_now_skips_the_ticks_recorded_before_the_start(
+    broker: TansuBroker, topics: Topics, tmp_path: Path
+) -> None:
+    old = [(b"BTC-PERP", orjson.dumps({"symbol": "BTC-PERP", "price": 100.0 + i, "ts": 1 + i}))
+           for i in range(5)]  # fmt: skip
+    await produce(broker.bootstrap, topics.prices, old, partitions=PARTITIONS)
+    await asyncio.sleep(0.05)  # the records' broker times are now before the start
+    daemon = Daemon(
+        daemon_config(broker.bootstrap, topics, tmp_path / "state", kafka={"prices_start": "now"}),
+        registry=CollectorRegistry(),
+        install_signal_handlers=False,
+    )
+    task = asyncio.create_task(daemon.run())
+    try:
+        await asyncio.wait_for(daemon.ready.wait(), 30)
+        new = [(b"BTC-PERP", orjson.dumps({"symbol": "BTC-PERP", "price": 200.0, "ts": 10}))]
+        await produce(broker.bootstrap, topics.prices, new, partitions=PARTITIONS)
+        sid = load_instruments().symbol_id["BTC-PERP"]
+        await wait_for_true(lambda: daemon.engine.book.sym_ts[sid] == 10, 20)
+        assert daemon.engine.book.sym_price[sid] == 200.0
+        assert daemon.prices is not None and daemon.prices.skipped == len(old)
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, 30) == 0

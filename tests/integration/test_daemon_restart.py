@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from monitor.checkpoint import SnapshotStore, restore
+from monitor.checkpoint import restore
+from monitor.checkpoint.statedir import StateDir
 from monitor.errors import StateError
 from monitor.instruments import load_instruments
 from tests.support.tansu import (
@@ -71,6 +72,9 @@ port = {port}
 [state]
 dir = "{state}"
 snapshot_interval_s = 0.3
+
+[instance]
+id = "test-0"
 """
     )
     return path
@@ -162,12 +166,10 @@ async def test_sigkill_mid_stream_then_restart_loses_nothing_and_applies_nothing
         async def checkpointed() -> bool:
             # A snapshot that already holds account events (not only prices).
             try:
-                snap = SnapshotStore(state).read()
+                snap = StateDir(state, "test-0").read_union(t.account_events)
             except StateError:
                 return False
-            return snap is not None and any(
-                o > 0 for (topic, _), o in snap.offsets.items() if topic == t.account_events
-            )
+            return any(o > 0 for (topic, _), o in snap.offsets.items() if topic == t.account_events)
 
         await wait_until(checkpointed, 40, "a checkpoint holding account events")
         # More input, and the daemon is killed while it is taking it in.
@@ -199,8 +201,7 @@ async def test_sigkill_mid_stream_then_restart_loses_nothing_and_applies_nothing
     finally:
         proc.kill()
 
-    snap = SnapshotStore(state).read()
-    assert snap is not None
+    snap = StateDir(state, "test-0").read_union(t.account_events)
     produced = {t.prices: len(work.prices), t.account_events: len(work.events)}
     for topic, n in produced.items():
         assert sum(o for (tp, _), o in snap.offsets.items() if tp == topic) == n
@@ -209,8 +210,8 @@ async def test_sigkill_mid_stream_then_restart_loses_nothing_and_applies_nothing
     # Nothing was rejected: a replay from before the state it lands on would be stale.
     assert await consume_all(broker.bootstrap, t.dlq, 1, timeout_s=1.0) == []
     log2 = (tmp_path / "run2.log").read_text()
-    assert '"event": "state loaded"' in log2
-    assert '"from_beginning": []' in log2  # resumed every partition from the snapshot
+    assert '"event": "prices loaded"' in log2
+    assert '"from_beginning": []' in log2  # resumed every partition from its snapshot
     assert '"reason": "shutdown"' in log2
 
 
@@ -242,13 +243,12 @@ async def test_sigterm_checkpoints_commits_and_exits_zero(
             )
 
         await wait_until(all_fetched, 40, "everything consumed")
-        assert not (state / "book.snapshot").exists()
+        assert not list(state.glob("**/*.snapshot"))
         proc.signal(signal.SIGTERM)
         assert proc.wait(20) == 0
     finally:
         proc.kill()
-    snap = SnapshotStore(state).read()
-    assert snap is not None
+    snap = StateDir(state, "test-0").read_union(t.account_events)
     consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=t.group)
     await consumer.start()
     try:

@@ -117,3 +117,28 @@ def test_check_config_exits_2_with_a_one_line_reason(
     assert main(["check-config", str(f)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "http.prot: unknown key" in err
+
+
+def test_a_monitor_variable_naming_no_section_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="MONITOR_KAFAK_PORT: names no section"):
+        build_config({}, env={"MONITOR_KAFAK_PORT": "1"})
+
+
+def test_the_instance_id_defaults_to_a_file_safe_host_name() -> None:
+    cfg = build_config({}, env={})
+    assert cfg.instance.name and all(c.isalnum() or c in "._-" for c in cfg.instance.name)
+    assert build_config({"instance": {"id": "monitor-2"}}, env={}).instance.name == "monitor-2"
+    with pytest.raises(ConfigError, match=r"instance\.id"):
+        build_config({"instance": {"id": "a/b"}}, env={})
+
+
+def test_a_client_certificate_needs_its_key() -> None:
+    with pytest.raises(ConfigError, match=r"ssl_certfile and kafka\.ssl_keyfile"):
+        build_config({"kafka": {"ssl_certfile": "c.pem"}}, env={})
+
+
+def test_queue_and_poll_bounds_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="max_poll_records: must be > 0"):
+        build_config({"kafka": {"max_poll_records": 0}}, env={})
+    cfg = build_config({"kafka": {"event_queue_max_messages": 10, "prices_start": "now"}}, env={})
+    assert cfg.kafka.event_queue_max_messages == 10 and cfg.kafka.prices_start == "now"
