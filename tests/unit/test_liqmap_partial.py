@@ -7,7 +7,7 @@ import pytest
 
 from monitor.book import MarginBook
 from monitor.cascade import liquidation_map, take_snapshot
-from monitor.cascade.partial import from_wire, merge, to_wire
+from monitor.cascade.partial import PartialError, from_wire, merge, partial_market, to_wire
 from monitor.events import BalanceEvent, Event, PositionEvent, Tick
 from monitor.instruments import parse_instruments
 
@@ -47,8 +47,9 @@ def test_maps_of_two_instances_merge_into_the_map_of_the_whole_book() -> None:
     rng = np.random.default_rng(7)
     one, two = accounts(rng, "p0-", 40), accounts(rng, "p1-", 40)
     whole = liquidation_map(take_snapshot(book(one + two)))
-    parts = [liquidation_map(take_snapshot(book(e))) for e in (one, two)]
-    merged = merge(from_wire(to_wire(m, instance=f"i{k}")) for k, m in enumerate(parts))
+    parts = [partial_market(take_snapshot(book(e)), instance=f"i{k}")
+             for k, e in enumerate((one, two))]  # fmt: skip
+    merged = merge(from_wire(to_wire(p)).map for p in parts)
     assert merged.underlyings == whole.underlyings
     np.testing.assert_array_equal(merged.moves, whole.moves)
     np.testing.assert_array_equal(merged.accounts, whole.accounts)
@@ -60,5 +61,5 @@ def test_maps_on_different_grids_do_not_merge() -> None:
     snap = take_snapshot(book(accounts(np.random.default_rng(1), "a", 3)))
     with pytest.raises(ValueError, match="different underlyings or move grids"):
         merge([liquidation_map(snap), liquidation_map(snap, [-0.1, 0.1])])
-    with pytest.raises(ValueError, match="version"):
+    with pytest.raises(PartialError, match="version"):
         from_wire(b'{"version": 99}')
