@@ -36,10 +36,16 @@ class MarketConfig:
     cascade_amplification_threshold: float = 1.5
     cascade_notional_threshold: float = 1e7
     map_moves: tuple[float, ...] = DEFAULT_MAP_MOVES
+    # Scale-out: publish this instance's partial market view to [topics] partials
+    # and merge every instance's into the group view (monitor.cascade.partial).
+    partials: bool = True
+    partials_max_age_s: float = 60.0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.partials, bool):
+            raise ConfigError(f"market.partials: expected true or false, got {self.partials!r}")
         for key in ("map_interval_s", "cascade_interval_s", "cascade_amplification_threshold",
-                    "cascade_notional_threshold"):  # fmt: skip
+                    "cascade_notional_threshold", "partials_max_age_s"):  # fmt: skip
             v = _number(key, getattr(self, key))
             if not v > 0.0:
                 raise ConfigError(f"market.{key}: must be > 0, got {v!r}")

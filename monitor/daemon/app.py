@@ -42,6 +42,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
+from monitor.cascade.snapshot import BookSnapshot, take_snapshot
 from monitor.checkpoint import BookState, capture, restore
 from monitor.checkpoint.state import (
     check_compatible,
@@ -56,6 +57,7 @@ from monitor.config import Config
 from monitor.daemon.dlq import DeadLetters
 from monitor.daemon.health import Health, Verdict
 from monitor.daemon.http import HttpServer
+from monitor.daemon.market import MarketJob
 from monitor.engine import AlertSink, DeliveryError, Engine
 from monitor.errors import MonitorError, StateError
 from monitor.events.decode import Rejection
@@ -152,12 +154,12 @@ class Daemon:
         )
         self.prices: PriceFeed | None = None
         self.events: EventFeed | None = None
-        market_cls = _optional("monitor.cascade.service", "MarketRisk")
         self.market = (
-            market_cls(self.params, config.market, self.registry)
-            if market_cls is not None and config.market is not None
+            MarketJob(self.params, config.market, self.registry, self.clock,
+                      instance=self.instance, partials_topic=config.topics.partials)
+            if config.market is not None
             else None
-        )
+        )  # fmt: skip
         self.registry.register(BookCollector(lambda: self.engine.book, self.clock.now_ms))
         self.registry.register(StatusCollector(self.status))
         depth = self.metrics.queue_depth
@@ -202,7 +204,16 @@ class Daemon:
                     tg.create_task(self._checkpoint_loop(), name="checkpoint-timer")
                     tg.create_task(self._probe_loop(), name="broker-probe")
                     if self.market is not None:
-                        tg.create_task(self._market_loop(), name="market-risk")
+                        tg.create_task(
+                            self.market.run(
+                                ready=self.ready,
+                                stop=self.stopping,
+                                snapshot=self._market_snapshot,
+                                publish_alerts=self._publish_market_alerts,
+                                producer=lambda: self.producer,
+                            ),
+                            name="market-risk",
+                        )
         except MonitorError as exc:
             # An operator error (a port in use, an unwritable state directory).
             crashed = True
@@ -269,6 +280,8 @@ class Daemon:
         )
         for feed in (self.prices, self.events):
             feed.broker_ok = lambda: self.health.broker_error is None
+        if self.market is not None:
+            self.market.attach(cfg.kafka)
         price_offsets = {
             tp.partition: o for tp, o in self.offsets.items() if tp.topic == self.topics.prices
         }
@@ -738,38 +751,17 @@ class Daemon:
         return written
 
     # ================================================================ market
-    async def _market_loop(self) -> None:
-        """Liquidation map and standard cascades on snapshots of the live book: the
-        copy is taken on the loop (between batches), the work runs in a thread."""
-        from monitor.cascade.snapshot import take_snapshot
+    async def _market_snapshot(self) -> tuple[BookSnapshot, list[int]]:
+        """A copy of the book for the market job, taken between batches."""
+        async with self._apply_lock:
+            owned = sorted(tp.partition for tp in self.owned)
+            return take_snapshot(self.engine.book), owned
 
-        assert self.market is not None
-        cfg = self.config.market
-        map_every = float(cfg.map_interval_s)
-        cascade_every = float(cfg.cascade_interval_s)
-        next_map = next_cascade = 0.0
-        loop = asyncio.get_running_loop()
-        while not self.stopping.is_set():
-            if not self.ready.is_set():  # the map of a half-built book means nothing
-                await self._sleep(0.5)
-                continue
-            now = loop.time()
-            if now >= min(next_map, next_cascade):
-                async with self._apply_lock:
-                    snap = take_snapshot(self.engine.book)
-                if now >= next_map:
-                    next_map = now + map_every
-                    await asyncio.to_thread(self.market.refresh_map, snap)
-                if now >= next_cascade:
-                    next_cascade = now + cascade_every
-                    report = await asyncio.to_thread(self.market.run_cascades, snap)
-                    if report.alerts:
-                        alerts = list(report.alerts)
-                        if self.engine.alerts is not None and hasattr(self.engine.alerts, "admit"):
-                            alerts = self.engine.alerts.admit(alerts)
-                        async with self._apply_lock:
-                            await self.engine.publish(alerts)
-            await self._sleep(max(0.05, min(next_map, next_cascade) - loop.time()))
+    async def _publish_market_alerts(self, alerts: list[Any]) -> None:
+        if self.engine.alerts is not None and hasattr(self.engine.alerts, "admit"):
+            alerts = self.engine.alerts.admit(alerts)
+        async with self._apply_lock:
+            await self.engine.publish(alerts)
 
     # ================================================================ health
     async def _probe_loop(self) -> None:
@@ -834,6 +826,10 @@ class Daemon:
                 ok = False
                 log.error("final checkpoint ran out of time", budget_s=SHUTDOWN_CHECKPOINT_S)
         self._final_done = True
+        if self.market is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await self.market.close(self.producer)
         for name, close in (
             ("events consumer", self.events.stop if self.events else None),
             ("prices consumer", self.prices.stop if self.prices else None),

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -294,8 +295,11 @@ async def test_two_instances_in_one_group_split_the_accounts_between_them(
 ) -> None:
     work = make_workload(accounts=40, ticks=100, events=300, seed=4)
     await publish(broker.bootstrap, topics, work)
+    market = {"map_interval_s": 0.3}
     first = Daemon(
-        daemon_config(broker.bootstrap, topics, tmp_path / "a"),
+        daemon_config(
+            broker.bootstrap, topics, tmp_path / "a", market=market, instance={"id": "test-a"}
+        ),
         registry=CollectorRegistry(),
         install_signal_handlers=False,
     )
@@ -309,7 +313,9 @@ async def test_two_instances_in_one_group_split_the_accounts_between_them(
         # A second instance joins: the partitions are shared out, the first keeps
         # only the accounts of the partitions it still owns.
         second = Daemon(
-            daemon_config(broker.bootstrap, topics, tmp_path / "b"),
+            daemon_config(
+                broker.bootstrap, topics, tmp_path / "b", market=market, instance={"id": "test-b"}
+            ),
             registry=CollectorRegistry(),
             install_signal_handlers=False,
         )
@@ -334,6 +340,20 @@ async def test_two_instances_in_one_group_split_the_accounts_between_them(
                 assert a is not None and w is not None
                 assert b.bal[:, a].tolist() == want.bal[:, w].tolist()
                 assert len(b.positions_of(a)) == len(want.positions_of(w))
+        # Each merges both partials into the group view: the map of the whole book.
+        from monitor.cascade import liquidation_map, take_snapshot
+
+        def both_merged(d: Daemon) -> bool:
+            g = d.market.last_group if d.market is not None else None
+            return g is not None and g.merged.instances == ("test-a", "test-b")
+
+        await wait_for_true(lambda: both_merged(first) and both_merged(second), 20)
+        whole = liquidation_map(take_snapshot(want))
+        for d in (first, second):
+            assert d.market is not None and d.market.last_group is not None
+            merged = d.market.last_group.merged.map
+            np.testing.assert_array_equal(merged.accounts[:, :], whole.accounts)
+            np.testing.assert_allclose(merged.notional, whole.notional, rtol=1e-9)
     finally:
         for d, task in ((first, t1), (second, t2)):
             if d is not None and task is not None:
@@ -406,3 +426,57 @@ async def test_prices_start_now_skips_the_ticks_recorded_before_the_start(
     finally:
         daemon.request_stop()
         assert await asyncio.wait_for(task, 30) == 0
+
+
+async def read_topic(bootstrap: str, topic: str, timeout_s: float = 3.0) -> list[Any]:
+    return await consume_all(bootstrap, topic, 10**6, timeout_s=timeout_s)
+
+
+async def test_the_market_job_exports_its_map_and_cascades_and_publishes_its_partial(
+    broker: TansuBroker, topics: Topics, tmp_path: Path
+) -> None:
+    from monitor.cascade import liquidation_map, take_snapshot
+    from monitor.cascade.partial import from_wire
+
+    market = {"map_interval_s": 0.3, "cascade_interval_s": 0.3,
+              "cascade_notional_threshold": 1.0, "shocks": ["BTC=-10%"]}  # fmt: skip
+    daemon = Daemon(
+        daemon_config(broker.bootstrap, topics, tmp_path / "state", market=market),
+        registry=CollectorRegistry(),
+        install_signal_handlers=False,
+    )
+    task = asyncio.create_task(daemon.run())
+    work = make_workload(accounts=40, ticks=100, events=300, seed=4)
+    try:
+        await publish(broker.bootstrap, topics, work)
+        await asyncio.wait_for(daemon.ready.wait(), 30)
+        await wait_applied(daemon, topics, work)
+        assert daemon.market is not None
+        await wait_for_true(lambda: daemon.market is not None and
+                            daemon.market.last_group is not None, 20)  # fmt: skip
+        _, body = await http_get(daemon.http.port, "/metrics")
+        text = body.decode()
+        for name in ("monitor_liquidation_map_notional", "monitor_cascade_liquidated_notional",
+                     "monitor_group_liquidation_map_notional",
+                     "monitor_group_cascade_liquidated_notional"):  # fmt: skip
+            assert f"\n{name}{{" in text, name
+        assert "monitor_group_instances 1.0" in text
+        # The partial on the topic is this instance's, keyed by its id, and its map is
+        # the map of the book (nothing else moved since: the stream is over).
+        parts = [r for r in await read_topic(broker.bootstrap, topics.partials) if r.value]
+        assert parts and {r.key for r in parts} == {b"test-0"}
+        last = from_wire(parts[-1].value)
+        want = liquidation_map(take_snapshot(daemon.engine.book), last.moves)
+        np.testing.assert_array_equal(last.map.accounts, want.accounts)
+        assert last.partitions == tuple(range(PARTITIONS))
+        # A standard shock that liquidates anything crosses the 1.0 notional threshold.
+        await daemon.checkpoint("test")
+        alerts = [orjson.loads(r.value) for r in await read_topic(broker.bootstrap, topics.alerts)]
+        cascade = [a for a in alerts if a.get("kind", a.get("type")) == "cascade"]
+        assert cascade and all(a["shock"] == "BTC=-10%" for a in cascade)
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, 30) == 0
+    # A clean stop clears this instance's partial (a tombstone on its key).
+    records = await read_topic(broker.bootstrap, topics.partials)
+    assert records[-1].key == b"test-0" and records[-1].value is None

@@ -1,0 +1,162 @@
+"""The daemon's market-level job: this instance's map and cascades, its partial
+market view on the ``partials`` topic, and the group view merged from every
+instance's partial.
+
+Each ``map_interval_s``: a snapshot of the book (taken between batches, under
+the daemon's apply lock), then in a worker thread the liquidation map (its
+gauges), the partial (published, key = instance id; delivery awaited), and
+the group view of the latest partial of every instance (``monitor_group_*``).
+Each ``cascade_interval_s``: the standard shocks on this instance's book
+(``monitor_cascade_*``) and the ``cascade`` alerts on them.
+
+A failure in one round (a bug, a broker error on publishing) is logged and
+counted (``monitor_market_errors_total``) and the job carries on: the
+market view is derived and the next round replaces it; it must not take the
+daemon down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry, Counter
+
+from monitor.cascade.config import MarketConfig
+from monitor.cascade.groupview import GroupReport, GroupView
+from monitor.cascade.liqmap import DEFAULT_MOVES
+from monitor.cascade.partial import PartialMarket, partial_market, to_wire
+from monitor.cascade.service import MarketRisk
+from monitor.cascade.snapshot import BookSnapshot
+from monitor.clock import Clock
+from monitor.config import KafkaConfig
+from monitor.instruments.model import RiskParams
+from monitor.logs import get_logger
+from monitor.sources.partials import PartialsFeed
+
+log = get_logger("monitor.daemon.market")
+
+PUBLISH_TIMEOUT_S = 10.0
+
+
+class MarketJob:
+    """See the module docstring. ``snapshot`` and ``publish`` are the daemon's."""
+
+    def __init__(
+        self,
+        params: RiskParams,
+        config: MarketConfig,
+        registry: CollectorRegistry,
+        clock: Clock,
+        *,
+        instance: str,
+        partials_topic: str,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.instance = instance
+        self.topic = partials_topic
+        self.risk = MarketRisk(params, config, registry)
+        self.group = GroupView(params, config, registry) if config.partials else None
+        # The partials' grid: 1% steps to +-30%, plus the moves exported as gauges.
+        self.grid = tuple(sorted({*DEFAULT_MOVES, *config.map_moves}))
+        self.feed: PartialsFeed | None = None
+        self.last_partial: PartialMarket | None = None
+        self.last_group: GroupReport | None = None
+        self.errors = Counter(
+            "monitor_market_errors",
+            "Rounds of the market-level job that failed (logged; the job carries on)",
+            registry=registry,
+        )
+
+    # ------------------------------------------------------------ lifecycle
+    def attach(self, cfg: KafkaConfig) -> None:
+        """Create the partials reader (it connects in :meth:`run`'s task group)."""
+        if self.group is not None:
+            self.feed = PartialsFeed(cfg, self.topic)
+
+    async def close(self, producer: AIOKafkaProducer | None) -> None:
+        """Clear this instance's key (a clean stop: its partitions move elsewhere,
+        and their next owner's partial covers them)."""
+        if self.group is not None and producer is not None and self.last_partial is not None:
+            with contextlib.suppress(KafkaError, TimeoutError):
+                async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                    fut = await producer.send(self.topic, key=self.instance.encode(), value=None)
+                    await fut
+        if self.feed is not None:
+            await self.feed.stop()
+
+    # ------------------------------------------------------------ running
+    async def run(
+        self,
+        *,
+        ready: asyncio.Event,
+        stop: asyncio.Event,
+        snapshot: Callable[[], Awaitable[tuple[BookSnapshot, Sequence[int]]]],
+        publish_alerts: Callable[[list[Any]], Awaitable[None]],
+        producer: Callable[[], AIOKafkaProducer | None],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        next_map = next_cascade = 0.0
+        async with asyncio.TaskGroup() as tg:
+            if self.feed is not None:
+                tg.create_task(self.feed.run(stop), name="partials-fetch")
+            while not stop.is_set():
+                if not ready.is_set():  # the map of a half-built book means nothing
+                    await _sleep(stop, 0.5)
+                    continue
+                now = loop.time()
+                if now >= min(next_map, next_cascade):
+                    try:
+                        snap, owned = await snapshot()
+                        if now >= next_map:
+                            next_map = now + self.config.map_interval_s
+                            await self._map_round(snap, owned, producer())
+                        if now >= next_cascade:
+                            next_cascade = now + self.config.cascade_interval_s
+                            alerts = await asyncio.to_thread(self._cascades, snap)
+                            if alerts:
+                                await publish_alerts(alerts)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        self.errors.inc()
+                        log.error("market round failed", error=repr(exc), exc_info=True)
+                await _sleep(stop, max(0.05, min(next_map, next_cascade) - loop.time()))
+
+    async def _map_round(
+        self, snap: BookSnapshot, owned: Sequence[int], producer: AIOKafkaProducer | None
+    ) -> None:
+        await asyncio.to_thread(self.risk.refresh_map, snap)
+        if self.group is None:
+            return
+        now = self.clock.now_ms()
+        part = await asyncio.to_thread(
+            partial_market, snap, self.grid,
+            instance=self.instance, partitions=owned, created_ms=now,
+        )  # fmt: skip
+        self.last_partial = part
+        if producer is not None:
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                key = self.instance.encode()
+                fut = await producer.send(self.topic, key=key, value=to_wire(part))
+                await fut
+        # Our own partial as computed now (the topic's copy may not be back yet).
+        others = {} if self.feed is None else dict(self.feed.latest)
+        others[self.instance] = part
+        self.last_group = await asyncio.to_thread(self.group.refresh, others.values(), now)
+
+    def _cascades(self, snap: BookSnapshot) -> list[Any]:
+        return list(self.risk.run_cascades(snap).alerts)
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+__all__ = ["MarketJob"]
