@@ -108,6 +108,8 @@ def test_alert_thresholds_match_the_daemon_config() -> None:
     assert threshold("MonitorStalePrice") == cfg["alerts"]["stale_price_s"]
     amplification = cfg["market"]["cascade_amplification_threshold"]
     assert threshold("MonitorCascadeAmplification") == amplification
+    notional = cfg["market"]["cascade_notional_threshold"]
+    assert threshold("MonitorCascadeLiquidatedNotional") == notional
     # A snapshot is "too old" only after several missed intervals.
     assert threshold("MonitorSnapshotTooOld") >= 3 * cfg["state"]["snapshot_interval_s"]
 

@@ -79,10 +79,21 @@ def test_promtool_unit_tests_of_the_rules_pass() -> None:
             "max without(instance) (monitor_cascade_amplification) > 2",
             "avg(monitor_cascade_amplification) > 2",
         ),
+        # Every instance simulates the whole market: a sum would count it twice.
+        (
+            "max without(instance) (monitor_cascade_liquidated_notional) > 5e+07",
+            "sum without(instance) (monitor_cascade_liquidated_notional) > 5e+07",
+        ),
         ("monitor_snapshot_age_seconds > 600", "monitor_snapshot_age_seconds > 6000"),
         ('up{job="monitor"} < 1', 'up{job="monitor"} < 0'),
     ],
-    ids=["contagion-sum", "cascade-max", "snapshot-threshold", "down-threshold"],
+    ids=[
+        "contagion-sum",
+        "cascade-max",
+        "cascade-notional-max",
+        "snapshot-threshold",
+        "down-threshold",
+    ],
 )
 def test_the_rule_unit_tests_catch_a_broken_rule(
     tmp_path: Path, original: str, mutant: str
@@ -137,6 +148,7 @@ def test_the_required_alerts_exist() -> None:
         "MonitorAccountsLiquidatable": "monitor_accounts",
         "MonitorContagionExposure": "monitor_healthy_notional_at_risk",
         "MonitorCascadeAmplification": "monitor_cascade_amplification",
+        "MonitorCascadeLiquidatedNotional": "monitor_cascade_liquidated_notional",
         "MonitorStalePrice": "monitor_price_staleness_seconds",
         "MonitorConsumerLagHigh": "monitor_consumer_lag",
         "MonitorDown": "up",
@@ -160,7 +172,11 @@ def test_book_wide_alerts_aggregate_over_instances() -> None:
     ):
         assert "sum without(instance)" in exprs[alert], alert
     # The worst case over instances, never a sum, for figures each computes.
-    for alert in ("MonitorCascadeAmplification", "MonitorStalePrice"):
+    for alert in (
+        "MonitorCascadeAmplification",
+        "MonitorCascadeLiquidatedNotional",
+        "MonitorStalePrice",
+    ):
         assert "max without(instance)" in exprs[alert], alert
 
 
