@@ -30,6 +30,7 @@ GRAFANA_DASHBOARDS = GRAFANA / "provisioning" / "dashboards" / "monitor.yaml"
 GRAFANA_ALERTS = GRAFANA / "provisioning" / "alerting" / "monitor-alerts.yaml"
 K8S = DEPLOY / "k8s"
 SYSTEMD_UNIT = DEPLOY / "systemd" / "monitor.service"
+SYSTEMD_TOML = DEPLOY / "systemd" / "monitor.toml"
 README = DEPLOY / "README.md"
 TOPICS_SCRIPT = DEPLOY / "kafka" / "create-topics.sh"
 
@@ -301,6 +302,28 @@ def split_host_port(address: str) -> tuple[str, int]:
     address = re.sub(r"^[a-z]+://", "", address).split("/", 1)[0]
     host, _, port = address.rpartition(":")
     return host, int(port)
+
+
+def documented_memory_mb() -> dict[str, float]:
+    """The measured memory figures of deploy/README.md's Sizing table: ``steady``
+    (process RSS of a 1M-account book) and ``peak`` (a checkpoint and the market
+    jobs at once), in MB."""
+    text = README.read_text(encoding="utf-8")
+    steady = re.search(r"^\| steady process RSS \| (\d+) MB", text, re.M)
+    peak = re.search(r"^\| peak RSS, [^|]*\| (\d+) MB", text, re.M)
+    assert steady and peak, "deploy/README.md has no Sizing table with the RSS figures"
+    return {"steady": float(steady.group(1)), "peak": float(peak.group(1))}
+
+
+def memory_quantity_mb(q: str | int) -> float:
+    """A Kubernetes quantity (``3Gi``) or a systemd size (``2816M``, ``3G``) in MB
+    (2**20 bytes, as the bench reports RSS)."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 2**10, "M": 2**20, "G": 2**30}
+    q = str(q)
+    for suffix, factor in units.items():
+        if q.endswith(suffix) and q[: -len(suffix)].replace(".", "", 1).isdigit():
+            return float(q[: -len(suffix)]) * factor / 2**20
+    return float(q) / 2**20
 
 
 def readme_anchors() -> set[str]:
