@@ -1,8 +1,15 @@
-"""The counters and histograms updated by the engine and the daemon."""
+"""The counters and histograms updated by the engine and the daemon.
+
+Labelled counters exist at zero for every label value they can take as soon as
+it is known (every rejection reason; every input topic once the daemon names
+it), so that a dashboard or an alert sees the series before the first
+increment and ``rate()``/``increase()`` count that first increment.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Self
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -15,14 +22,32 @@ _BATCH = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536)
 _SNAPSHOT = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
+REJECT_REASONS = tuple(str(r) for r in RejectReason)
+
+
+class _InputCounter(Counter):
+    """A counter by input topic that tells :class:`Metrics` about each topic the
+    first time it is named (the daemon asks for the counter of each input topic
+    when it starts), so the topic's rejection counters can start at zero."""
+
+    on_topic: Callable[[str], None] | None = None
+
+    def labels(self, *labelvalues: object, **labelkwargs: object) -> Self:
+        child = super().labels(*labelvalues, **labelkwargs)
+        if self.on_topic is not None:
+            self.on_topic(str(labelkwargs["topic"] if labelkwargs else labelvalues[0]))
+        return child
+
+
 class Metrics:
     """Every metric the monitor exports itself, registered on ``registry``."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.consumed = Counter(
+        self.consumed = _InputCounter(
             "monitor_messages_consumed", "Messages read from Kafka.", ["topic"], registry=registry
         )
+        self.consumed.on_topic = self._init_topic
         self.applied = Counter(
             "monitor_messages_applied",
             "Messages applied to the book.",
@@ -31,14 +56,16 @@ class Metrics:
         )
         self.rejected = Counter(
             "monitor_messages_rejected",
-            "Messages rejected (bad input or stale), by reason.",
+            "Messages rejected (bad input or stale), by topic and reason.",
             ["topic", "reason"],
             registry=registry,
         )
         self.dlq = Counter(
-            "monitor_dlq_messages", "Messages sent to the dead-letter topic.", ["reason"],
-            registry=registry,
+            "monitor_dlq_messages", "Messages sent to the dead-letter topic, by reason.",
+            ["reason"], registry=registry,
         )  # fmt: skip
+        for reason in REJECT_REASONS:
+            self.dlq.labels(reason=reason)
         self.batch_size = Histogram(
             "monitor_batch_size", "Messages per applied batch.", buckets=_BATCH, registry=registry
         )
@@ -74,6 +101,11 @@ class Metrics:
         self.queue_depth = shared_gauge(
             registry, "monitor_queue_depth", "Items waiting in an internal queue.", ["queue"]
         )
+
+    def _init_topic(self, topic: str) -> None:
+        """Rejections of ``topic`` at zero for every reason (idempotent)."""
+        for reason in REJECT_REASONS:
+            self.rejected.labels(topic=topic, reason=reason)
 
     def reject(self, topic: str, reason: RejectReason | str, n: int = 1) -> None:
         self.rejected.labels(topic=topic, reason=str(reason)).inc(n)

@@ -1,5 +1,7 @@
-"""Shared knowledge for the deploy tests: paths, loaders, the metric contract and
-a small PromQL scanner that pulls metric and label names out of expressions."""
+"""Shared knowledge for the deploy tests: paths, loaders, the expressions the
+deployment ships (rules, dashboard, Grafana rules), and a small PromQL scanner
+that pulls metric and label names out of them and checks them against the
+series a live monitor exports (tests/integration/test_prometheus_e2e.py)."""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ GRAFANA_DASHBOARDS = GRAFANA / "provisioning" / "dashboards" / "monitor.yaml"
 GRAFANA_ALERTS = GRAFANA / "provisioning" / "alerting" / "monitor-alerts.yaml"
 K8S = DEPLOY / "k8s"
 SYSTEMD_UNIT = DEPLOY / "systemd" / "monitor.service"
+SYSTEMD_TOML = DEPLOY / "systemd" / "monitor.toml"
 README = DEPLOY / "README.md"
 TOPICS_SCRIPT = DEPLOY / "kafka" / "create-topics.sh"
 
@@ -89,66 +92,15 @@ OPTIONAL_KEYS = {
     ("mqtt", "password"),
 }
 
-# The metric contract: name -> (type, labels). No account id label, ever.
-METRICS: dict[str, tuple[str, frozenset[str]]] = {
-    "monitor_messages_consumed_total": ("counter", frozenset({"topic"})),
-    "monitor_messages_applied_total": ("counter", frozenset({"topic"})),
-    "monitor_messages_rejected_total": ("counter", frozenset({"topic", "reason"})),
-    "monitor_dlq_messages_total": ("counter", frozenset({"reason"})),
-    "monitor_batch_size": ("histogram", frozenset()),
-    "monitor_apply_seconds": ("histogram", frozenset()),
-    "monitor_tick_to_evaluation_seconds": ("histogram", frozenset()),
-    "monitor_tick_age_seconds": ("histogram", frozenset()),
-    "monitor_consumer_lag": ("gauge", frozenset({"topic", "partition"})),
-    "monitor_seconds_since_last_poll": ("gauge", frozenset()),
-    "monitor_ready": ("gauge", frozenset()),
-    "monitor_healthy": ("gauge", frozenset()),
-    "monitor_accounts": ("gauge", frozenset({"status"})),
-    "monitor_worst_margin_ratio": ("gauge", frozenset()),
-    "monitor_total_equity": ("gauge", frozenset()),
-    "monitor_total_maintenance_margin": ("gauge", frozenset()),
-    "monitor_healthy_notional_at_risk": ("gauge", frozenset()),
-    "monitor_book_max_correction": ("gauge", frozenset()),
-    "monitor_snapshot_age_seconds": ("gauge", frozenset()),
-    "monitor_snapshot_duration_seconds": ("histogram", frozenset()),
-    "monitor_price_staleness_seconds": ("gauge", frozenset({"symbol"})),
-    "monitor_alerts_total": ("counter", frozenset({"kind", "state"})),
-    "monitor_alerts_suppressed_total": ("counter", frozenset({"kind"})),
-    "monitor_mqtt_connected": ("gauge", frozenset()),
-    "monitor_mqtt_dropped_total": ("counter", frozenset()),
-    "monitor_queue_depth": ("gauge", frozenset({"queue"})),
-    "monitor_liquidation_map_notional": ("gauge", frozenset({"underlying", "move"})),
-    "monitor_liquidation_map_accounts": ("gauge", frozenset({"underlying", "move"})),
-    "monitor_cascade_amplification": ("gauge", frozenset({"shock"})),
-    "monitor_cascade_liquidated_notional": ("gauge", frozenset({"shock"})),
-}
-LABEL_VALUES = {
-    "status": {"healthy", "warning", "critical", "liquidatable"},
-    "kind": {"margin", "contagion", "stale_price", "cascade"},
-    "state": {"firing", "resolved"},
-    "move": {"-20%", "-10%", "-5%", "-2%", "-1%", "+1%", "+2%", "+5%", "+10%", "+20%"},
-}
-MOVES = ["-20%", "-10%", "-5%", "-2%", "-1%", "+1%", "+2%", "+5%", "+10%", "+20%"]
-# Labels Prometheus attaches to every scraped series.
+# What the rules and dashboards may read besides the monitor's own series: the
+# labels Prometheus attaches to every scraped series, and its own `up`. The
+# monitor's series themselves come from a live /metrics scrape
+# (tests/integration/test_prometheus_e2e.py), never from a list kept by hand.
 TARGET_LABELS = frozenset({"instance", "job"})
-# Series Prometheus itself produces that the rules and dashboard may use.
-PROMETHEUS_SERIES = {"up": frozenset()}
+PROMETHEUS_SERIES = {"up": TARGET_LABELS}
 
-
-def series_labels() -> dict[str, frozenset[str]]:
-    """Every series name the exposition can contain, with its allowed labels."""
-    out: dict[str, frozenset[str]] = {}
-    for name, (kind, labels) in METRICS.items():
-        labels = labels | TARGET_LABELS
-        if kind == "histogram":
-            out[f"{name}_bucket"] = labels | {"le"}
-            out[f"{name}_sum"] = labels
-            out[f"{name}_count"] = labels
-        else:
-            out[name] = labels
-    for name, labels in PROMETHEUS_SERIES.items():
-        out[name] = labels | TARGET_LABELS
-    return out
+# series name -> label names it carries
+Contract = dict[str, frozenset[str]]
 
 
 def load_yaml(path: Path) -> Any:
@@ -175,6 +127,54 @@ def require_tool(name: str, *extra_paths: str) -> str:
             f"or install the Debian package that provides it"
         )
     return found
+
+
+def dashboard() -> dict[str, Any]:
+    import json
+
+    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return loaded
+
+
+def all_panels(board: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for p in board["panels"]:
+        out.append(p)
+        out += p.get("panels", [])  # collapsed rows keep their panels inside
+    return out
+
+
+def content_panels(board: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in all_panels(board) if p["type"] != "row"]
+
+
+def dashboard_exprs(board: dict[str, Any]) -> list[str]:
+    """The PromQL of every panel target."""
+    return [t["expr"] for p in content_panels(board) for t in p["targets"]]
+
+
+def variable_exprs(board: dict[str, Any]) -> list[str]:
+    """The series selectors of the dashboard's query variables (``label_values(S, l)``)."""
+    out = []
+    for v in board["templating"]["list"]:
+        if v["type"] == "query":
+            m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", v["query"]["query"])
+            assert m, v["query"]
+            out.append(m.group(1))
+    return out
+
+
+def grafana_rules() -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    """(rule, query model, threshold model) of every Grafana-managed rule."""
+    out = []
+    for group in load_yaml(GRAFANA_ALERTS)["groups"]:
+        for rule in group["rules"]:
+            data = {d["refId"]: d for d in rule["data"]}
+            cond = data[rule["condition"]]["model"]
+            assert cond["type"] == "threshold", rule["title"]
+            query = data[cond["expression"]]
+            out.append((rule, query["model"] | {"datasourceUid": query["datasourceUid"]}, cond))
+    return out
 
 
 def alert_rules() -> list[dict[str, Any]]:
@@ -261,9 +261,23 @@ def grouping_labels(expr: str) -> set[str]:
     return out
 
 
-def check_expression(expr: str, extra_series: dict[str, frozenset[str]] | None = None) -> list[str]:
-    """Problems of one expression against the metric contract (empty when none)."""
-    known = series_labels() | (extra_series or {})
+def recorded_series(known: Contract) -> Contract:
+    """Recording rule outputs, usable by other expressions (labels: those of the input)."""
+    out = {}
+    for r in recording_rules():
+        labels: frozenset[str] = frozenset({"job"})
+        for name in metric_names(r["expr"]):
+            labels |= known.get(name, frozenset()) - {"instance"}
+        out[r["record"]] = labels
+    return out
+
+
+def check_expression(
+    expr: str, known: Contract, label_values: dict[str, set[str]] | None = None
+) -> list[str]:
+    """Problems of one expression against the series ``known`` (name -> labels) and,
+    for the labels in ``label_values``, the values they take (empty when none)."""
+    values = label_values or {}
     problems = []
     names = metric_names(expr)
     if not names:
@@ -283,7 +297,7 @@ def check_expression(expr: str, extra_series: dict[str, frozenset[str]] | None =
     for label in sorted(grouping_labels(expr) - allowed_anywhere):
         problems.append(f"grouping by unknown label {label!r} in: {expr}")
     for label, value in matcher_values(expr):
-        if label in LABEL_VALUES and value not in LABEL_VALUES[label] and "$" not in value:
+        if label in values and value not in values[label] and "$" not in value:
             problems.append(f"{label}={value!r} is not a value of {label} in: {expr}")
     return problems
 
@@ -301,6 +315,28 @@ def split_host_port(address: str) -> tuple[str, int]:
     address = re.sub(r"^[a-z]+://", "", address).split("/", 1)[0]
     host, _, port = address.rpartition(":")
     return host, int(port)
+
+
+def documented_memory_mb() -> dict[str, float]:
+    """The measured memory figures of deploy/README.md's Sizing table: ``steady``
+    (process RSS of a 1M-account book) and ``peak`` (a checkpoint and the market
+    jobs at once), in MB."""
+    text = README.read_text(encoding="utf-8")
+    steady = re.search(r"^\| steady process RSS \| (\d+) MB", text, re.M)
+    peak = re.search(r"^\| peak RSS, [^|]*\| (\d+) MB", text, re.M)
+    assert steady and peak, "deploy/README.md has no Sizing table with the RSS figures"
+    return {"steady": float(steady.group(1)), "peak": float(peak.group(1))}
+
+
+def memory_quantity_mb(q: str | int) -> float:
+    """A Kubernetes quantity (``3Gi``) or a systemd size (``2816M``, ``3G``) in MB
+    (2**20 bytes, as the bench reports RSS)."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 2**10, "M": 2**20, "G": 2**30}
+    q = str(q)
+    for suffix, factor in units.items():
+        if q.endswith(suffix) and q[: -len(suffix)].replace(".", "", 1).isdigit():
+            return float(q[: -len(suffix)]) * factor / 2**20
+    return float(q) / 2**20
 
 
 def readme_anchors() -> set[str]:

@@ -3,7 +3,9 @@ agrees with the configs mounted into the services."""
 
 from __future__ import annotations
 
+import argparse
 import base64
+import itertools
 import os
 import re
 import shlex
@@ -240,20 +242,111 @@ def test_the_monitor_service_mounts_its_config_and_state(
     assert grace.endswith("s") and int(grace[:-1]) >= 30, "time to checkpoint on SIGTERM"
 
 
-def test_the_feeder_publishes_the_demo_stream_to_the_stack_kafka(
+def feeder_args(services: dict[str, Any]) -> argparse.Namespace:
+    """The feeder's command, parsed as the `monitor publish` it runs."""
+    from monitor.cli.commands import publish
+
+    cmd = services["feeder"]["command"]
+    assert cmd[0] == publish.NAME
+    parser = argparse.ArgumentParser()
+    publish.add_arguments(parser)
+    return parser.parse_args(cmd[1:])
+
+
+def image_files() -> dict[str, Path]:
+    """Path in the image -> file in the repository, for every COPY of the final stage."""
+    out = {}
+    for instr, args in final_stage(dockerfile_instructions()):
+        if instr != "COPY" or "--from" in args:
+            continue
+        *sources, dest = args.split()
+        for src in sources:
+            target = dest + Path(src).name if dest.endswith("/") else dest
+            out[target] = REPO / src
+    return out
+
+
+def test_the_feeder_replays_re_stamped_in_real_time_to_the_stack_kafka(
     services: dict[str, Any], monitor_cfg: dict[str, Any]
 ) -> None:
     feeder = services["feeder"]
-    cmd = feeder["command"]
-    assert cmd[0] == "publish"
-    assert cmd[cmd.index("--speed") + 1] == "10"
-    assert cmd[cmd.index("--bootstrap") + 1] == monitor_cfg["kafka"]["bootstrap_servers"]
-    assert cmd[-1] == "/usr/local/share/monitor/demo.jsonl.zst"
-    runs = " ".join(a for i, a in final_stage(dockerfile_instructions()) if i == "RUN")
-    assert cmd[-1] in runs, "the image puts the demo stream there"
+    args = feeder_args(services)
+    # Re-stamped to now at real speed: event time is arrival time, so staleness and
+    # tick-to-evaluation in the stack are those of a live feed.
+    assert args.retime is True and args.speed == 1.0
+    assert args.bootstrap == monitor_cfg["kafka"]["bootstrap_servers"]
+    assert mount_target(feeder, "./monitor/monitor.toml") == args.config, "the stack's topics"
+    assert args.topic_prices is None and args.topic_events is None
     assert feeder["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
+    assert feeder["depends_on"]["monitor"]["condition"] == "service_healthy"
     assert feeder.get("restart") == "no"
     assert feeder["healthcheck"]["disable"] is True, "the image's /healthz check does not apply"
+
+
+def feeder_stream(services: dict[str, Any]) -> list[Any]:
+    """Every event the feeder publishes, decoded, in publishing (event-time) order."""
+    import heapq
+
+    from monitor.cli.commands.publish import messages
+    from monitor.events.decode import Decoder, Rejection
+    from monitor.instruments import load_instruments
+
+    files = image_files()
+    paths = []
+    for name in feeder_args(services).files:
+        assert name in files, f"the image has no {name}"
+        assert files[name].is_file(), f"{name}: {files[name]} is not in the repository"
+        paths.append(str(files[name]))
+    bad: list[str] = []
+    merged = list(heapq.merge(*(messages(p, "prices", "events", bad) for p in paths),
+                              key=lambda m: m.time_ms))  # fmt: skip
+    assert bad == [], bad[:5]
+    decoder = Decoder(load_instruments(REPO / "config" / "instruments.toml"))
+    out = []
+    for m in merged:
+        ev = decoder.decode_event(m.value)
+        assert not isinstance(ev, Rejection), (ev, m.value)
+        out.append(ev)
+    return out
+
+
+def test_the_feeder_publishes_a_book_and_the_ticks_that_price_all_of_it(
+    services: dict[str, Any], monitor_cfg: dict[str, Any]
+) -> None:
+    from monitor.events.schema import BalanceEvent, PositionEvent, Tick
+    from monitor.instruments import load_instruments
+
+    stream = feeder_stream(services)
+    positions = [e for e in stream if isinstance(e, PositionEvent)]
+    balances = [e for e in stream if isinstance(e, BalanceEvent)]
+    ticks = [e for e in stream if isinstance(e, Tick)]
+    accounts = {e.account for e in positions} | {e.account for e in balances}
+    assert len(accounts) >= 1000 and len(positions) >= len(accounts)
+    assert len(ticks) >= 1000
+    # The book is in place before the first tick moves a price.
+    assert max(e.ts for e in positions + balances) <= min(e.ts for e in ticks)
+    # Every symbol the book needs a price for (its positions' symbols, the price
+    # symbols of held collateral) ticks from the book's start to the end of the
+    # feed, never falling silent for longer than the stack's stale-price limit:
+    # MonitorStalePrice stays quiet while the feeder plays.
+    params = load_instruments(REPO / "config" / "instruments.toml")
+    price_symbol = {
+        a.name: params.symbols[int(s)]
+        for a, s in zip(params.assets, params.asset_price_sym, strict=True)
+        if s >= 0
+    }
+    needed = {e.symbol for e in positions} | {
+        price_symbol[e.asset] for e in balances if e.asset in price_symbol and e.amount != 0
+    }
+    assert {"BTC-PERP", "ETH-PERP", "SOL-PERP"} <= needed
+    start = min(e.ts for e in positions + balances)
+    end = max(e.ts for e in ticks)
+    limit_ms = monitor_cfg["alerts"]["stale_price_s"] * 1000
+    for symbol in sorted(needed):
+        times = [start, *sorted(e.ts for e in ticks if e.symbol == symbol), end]
+        assert len(times) > 2, f"{symbol}: no tick at all"
+        gap = max(b - a for a, b in itertools.pairwise(times))
+        assert gap <= limit_ms, f"{symbol}: silent for {gap / 1000:g} s"
 
 
 def topic_calls(tmp_path: Path, extra_env: dict[str, str]) -> list[list[str]]:

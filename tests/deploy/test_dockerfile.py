@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fnmatch
 import http.server
-import os
 import re
 import shlex
 import socket
@@ -13,7 +12,6 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
@@ -220,35 +218,3 @@ def test_dockerfile_references_only_files_that_exist() -> None:
     assert DOCKERFILE.is_file()
     header = DOCKERFILE.read_text(encoding="utf-8").splitlines()[0]
     assert header.startswith("# syntax=docker/dockerfile:1"), "RUN --mount needs BuildKit syntax 1"
-
-
-def demo_link_step() -> str:
-    (step,) = [a for i, a in final_stage(dockerfile_instructions()) if i == "RUN" and "demo" in a]
-    return step
-
-
-@pytest.mark.parametrize("bundled", [["crash.jsonl.zst", "b.jsonl.zst"], []])
-def test_the_demo_stream_link_step(tmp_path: Path, bundled: list[str]) -> None:
-    """Run the image's link step against a stand-in package: it links the first
-    bundled *.jsonl.zst, and does not fail when none is bundled."""
-    package = tmp_path / "site" / "monitor"
-    (package / "data").mkdir(parents=True)
-    (package / "__init__.py").write_text("", encoding="utf-8")
-    for name in bundled:
-        (package / "data" / name).write_bytes(b"")
-    target = "/usr/local/share/monitor/demo.jsonl.zst"
-    step = demo_link_step()
-    assert target in step
-    link = tmp_path / "demo.jsonl.zst"
-    # -S: no site hooks, so the stand-in is imported, never an installed monitor.
-    python = shlex.quote(sys.executable) + " -S"
-    command = step.replace(target, str(link)).replace("python -c", python + " -c", 1)
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(tmp_path / "site")}
-    result = subprocess.run(
-        ["sh", "-c", command], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30
-    )
-    assert result.returncode == 0, result.stderr
-    if bundled:
-        assert link.resolve() == (package / "data" / sorted(bundled)[0]).resolve()
-    else:
-        assert not link.exists() and "none bundled" in result.stdout

@@ -16,6 +16,7 @@ from tests.deploy.helpers import (
     MONITOR_TOML,
     OPTIONAL_KEYS,
     REPO,
+    SYSTEMD_TOML,
     alert_rules,
     load_toml,
     load_yaml,
@@ -28,7 +29,13 @@ def configmap_toml() -> dict[str, Any]:
     return tomllib.loads(cm["data"]["monitor.toml"])
 
 
-CONFIGS = {"compose": lambda: load_toml(MONITOR_TOML), "k8s": configmap_toml}
+CONFIGS = {
+    "compose": lambda: load_toml(MONITOR_TOML),
+    "k8s": configmap_toml,
+    "systemd": lambda: load_toml(SYSTEMD_TOML),
+}
+# What a deployment's config may change from the Compose stack's: where things are.
+ADDRESSES = {("kafka", "bootstrap_servers"), ("mqtt", "host"), ("mqtt", "port")}
 
 
 @pytest.fixture(params=sorted(CONFIGS))
@@ -81,19 +88,37 @@ def test_shocks_name_underlyings_of_the_instruments(cfg: dict[str, Any]) -> None
 
 
 def test_ports_and_paths(cfg: dict[str, Any]) -> None:
-    assert cfg["http"]["host"] == "0.0.0.0", "probes and Prometheus reach it from outside"
     assert 1024 < cfg["http"]["port"] < 65536
     assert cfg["state"]["dir"] == "/var/lib/monitor"
-    assert cfg["instruments"]["file"].startswith("/")
 
 
-def test_compose_and_k8s_configs_differ_only_in_addresses() -> None:
-    compose, k8s = load_toml(MONITOR_TOML), configmap_toml()
-    addresses = {("kafka", "bootstrap_servers"), ("mqtt", "host"), ("mqtt", "port")}
+@pytest.mark.parametrize("name", ["compose", "k8s"])
+def test_container_configs_listen_outside_and_name_the_image_instruments(name: str) -> None:
+    cfg = CONFIGS[name]()
+    assert cfg["http"]["host"] == "0.0.0.0", "probes and Prometheus reach it from outside"
+    assert cfg["instruments"]["file"] == "/usr/local/share/monitor/instruments.toml"
+
+
+def test_the_host_config_uses_local_brokers_and_the_bundled_instruments() -> None:
+    cfg = load_toml(SYSTEMD_TOML)
+    for server in cfg["kafka"]["bootstrap_servers"].split(","):
+        assert server.strip().rsplit(":", 1)[0] in {"localhost", "127.0.0.1"}, server
+    assert cfg["mqtt"]["host"] in {"localhost", "127.0.0.1"}
+    assert cfg["http"]["host"] == "127.0.0.1", "a plain host does not expose /metrics by default"
+    # Empty: the package's own instruments; no file that a plain host lacks.
+    assert cfg["instruments"]["file"] == ""
+
+
+@pytest.mark.parametrize("name", ["k8s", "systemd"])
+def test_deployment_configs_differ_from_the_stack_only_in_addresses(name: str) -> None:
+    compose, other = load_toml(MONITOR_TOML), CONFIGS[name]()
+    allowed = set(ADDRESSES)
+    if name == "systemd":
+        allowed |= {("http", "host"), ("instruments", "file")}
     for section in CONFIG_SCHEMA:
         for key in CONFIG_SCHEMA[section]:
-            if (section, key) not in addresses:
-                assert compose[section].get(key) == k8s[section].get(key), f"[{section}] {key}"
+            if (section, key) not in allowed:
+                assert compose[section].get(key) == other[section].get(key), f"[{section}] {key}"
 
 
 def threshold(alert: str) -> float:
@@ -108,6 +133,8 @@ def test_alert_thresholds_match_the_daemon_config() -> None:
     assert threshold("MonitorStalePrice") == cfg["alerts"]["stale_price_s"]
     amplification = cfg["market"]["cascade_amplification_threshold"]
     assert threshold("MonitorCascadeAmplification") == amplification
+    notional = cfg["market"]["cascade_notional_threshold"]
+    assert threshold("MonitorCascadeLiquidatedNotional") == notional
     # A snapshot is "too old" only after several missed intervals.
     assert threshold("MonitorSnapshotTooOld") >= 3 * cfg["state"]["snapshot_interval_s"]
 
@@ -123,7 +150,7 @@ def test_the_daemon_loader_accepts_the_shipped_configs_and_pod_overrides(tmp_pat
         "MONITOR_MQTT_CLIENT_ID": "monitor-0",
         "MONITOR_KAFKA_SASL_PASSWORD": "s3cret",
     }
-    for path in (MONITOR_TOML, k8s_file):
+    for path in (MONITOR_TOML, k8s_file, SYSTEMD_TOML):
         loaded = config.load_config(path, env=env).as_dict(redact=False)
         assert loaded["kafka"]["client_id"] == "monitor-0"
         assert loaded["mqtt"]["client_id"] == "monitor-0"

@@ -47,16 +47,40 @@ def test_labels_in_matchers_and_groupings_are_found() -> None:
     assert grouping_labels(expr) == {"status"}
 
 
+# A contract as the live scrape gives it: series name -> labels (with the target's).
+CONTRACT = {
+    "monitor_accounts": frozenset({"status", "instance", "job"}),
+    "monitor_consumer_lag": frozenset({"topic", "partition", "instance", "job"}),
+    "monitor_apply_seconds_bucket": frozenset({"le", "instance", "job"}),
+    "monitor_apply_seconds_count": frozenset({"instance", "job"}),
+    "monitor_apply_seconds_sum": frozenset({"instance", "job"}),
+}
+VALUES = {"status": {"healthy", "warning", "critical", "liquidatable"}}
+
+
+def check(expr: str) -> list[str]:
+    return check_expression(expr, CONTRACT, VALUES)
+
+
 def test_an_account_label_or_unknown_metric_is_reported() -> None:
-    assert check_expression("monitor_accounts > 0") == []
-    assert any("'account'" in p for p in check_expression('monitor_accounts{account="A1"}'))
-    assert any("'account'" in p for p in check_expression("sum by (account) (monitor_accounts)"))
-    assert any("monitor_acounts" in p for p in check_expression("monitor_acounts > 0"))
-    assert any("'status'" in p for p in check_expression('monitor_consumer_lag{status="x"}'))
-    assert any("'bankrupt'" in p for p in check_expression('monitor_accounts{status="bankrupt"}'))
+    assert check("monitor_accounts > 0") == []
+    assert check('sum by (status) (monitor_accounts{status="critical"})') == []
+    assert any("'account'" in p for p in check('monitor_accounts{account="A1"}'))
+    assert any("'account'" in p for p in check("sum by (account) (monitor_accounts)"))
+    assert any("monitor_acounts" in p for p in check("monitor_acounts > 0"))
+    assert any("'status'" in p for p in check('monitor_consumer_lag{status="x"}'))
+    assert any("'bankrupt'" in p for p in check('monitor_accounts{status="bankrupt"}'))
+    assert any("reads no metric" in p for p in check("vector(1)"))
     # Histogram series exist only with their suffixes.
-    assert check_expression("rate(monitor_apply_seconds_count[5m])") == []
-    assert check_expression("monitor_apply_seconds") != []
+    assert check("rate(monitor_apply_seconds_count[5m])") == []
+    assert check("monitor_apply_seconds") != []
+
+
+def test_recorded_series_carry_the_labels_of_their_input() -> None:
+    from tests.deploy.helpers import recorded_series
+
+    recorded = recorded_series(CONTRACT)
+    assert recorded["job:monitor_accounts:sum"] == {"job", "status"}
 
 
 def test_grafana_variables_are_recognised_and_replaced() -> None:

@@ -8,7 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.helpers import MONITOR_TOML, SYSTEMD_UNIT, duration_s, load_toml, require_tool
+from tests.deploy.helpers import (
+    K8S,
+    README,
+    SYSTEMD_TOML,
+    SYSTEMD_UNIT,
+    documented_memory_mb,
+    duration_s,
+    load_toml,
+    load_yaml_all,
+    memory_quantity_mb,
+    require_tool,
+)
 
 EXEC_START = "/usr/local/bin/monitor run --config /etc/monitor/monitor.toml"
 
@@ -78,7 +89,25 @@ def test_network_is_limited_to_ip_and_unix_sockets() -> None:
 
 
 def test_the_state_directory_is_the_configured_state_dir() -> None:
-    assert f"/var/lib/{service('StateDirectory')}" == load_toml(MONITOR_TOML)["state"]["dir"]
+    assert f"/var/lib/{service('StateDirectory')}" == load_toml(SYSTEMD_TOML)["state"]["dir"]
+
+
+def test_the_readme_installs_the_host_config_where_the_unit_reads_it() -> None:
+    config = EXEC_START.split("--config ", 1)[1]
+    text = README.read_text(encoding="utf-8")
+    assert f"install -m 0644 deploy/systemd/monitor.toml {config}" in text
+    assert "install -m 0644 deploy/systemd/monitor.service /etc/systemd/system/" in text
+
+
+def test_memory_limits_follow_the_measured_peak() -> None:
+    peak = documented_memory_mb()["peak"]
+    high = memory_quantity_mb(service("MemoryHigh"))
+    hard = memory_quantity_mb(service("MemoryMax"))
+    # Above MemoryHigh the kernel throttles the service: the peak must fit under it.
+    assert peak < high < hard <= 1.5 * peak, (peak, high, hard)
+    (sts,) = [d for d in load_yaml_all(K8S / "statefulset.yaml") if d["kind"] == "StatefulSet"]
+    (container,) = sts["spec"]["template"]["spec"]["containers"]
+    assert hard == memory_quantity_mb(container["resources"]["limits"]["memory"])
 
 
 def test_numba_can_compile_and_cache() -> None:

@@ -105,7 +105,7 @@ async def test_a_recording_published_again_records_identically(
     assert got == want
 
 
-async def test_publish_paces_by_event_time_and_reports_unroutable_lines(
+async def test_publish_reports_unroutable_lines(
     broker: TansuBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     t = Topics.fresh()
@@ -117,9 +117,58 @@ async def test_publish_paces_by_event_time_and_reports_unroutable_lines(
         '{"type":"position","symbol":"BTC-PERP","qty":1,"entry_price":1,"ts":400}\n'
         '{"symbol":"BTC-PERP","price":2.0,"ts":400}\n'
     )
-    rc = await cli("publish", str(src), "--speed", "2", "--bootstrap", broker.bootstrap,
+    rc = await cli("publish", str(src), "--speed", "0", "--bootstrap", broker.bootstrap,
                    "--topic-prices", t.prices, "--topic-events", t.account_events)  # fmt: skip
     assert rc == 1
     err = capsys.readouterr().err
     assert "in.jsonl:2" in err and "in.jsonl:3" in err
     assert "2 messages published, 2 lines skipped" in err
+
+
+async def test_retimed_files_arrive_restamped_from_the_start_paced_on_the_clock(
+    broker: TansuBroker, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from monitor.cli.commands.publish import publish_files
+    from monitor.clock import ManualClock
+    from monitor.config import load_config
+
+    t = Topics.fresh()
+    await create_topics(broker.bootstrap, [t.prices, t.account_events], partitions=2)
+    book = tmp_path / "book.jsonl"
+    ticks = tmp_path / "ticks.jsonl"
+    book.write_text(
+        '{"type":"balance","account":"A","asset":"USDT","amount":1000,"ts":1621430420000}\n'
+        '{"type":"position","account":"A","symbol":"BTC-PERP","qty":1,"entry_price":10,'
+        '"ts":1621430420000}\n'
+    )
+    ticks.write_text("".join(
+        f'{{"symbol":"BTC-PERP","price":{10 - i},"ts":{1621430420000 + 100 * i}}}\n'
+        for i in range(5)
+    ))  # fmt: skip
+    start = 1_900_000_000_000
+    clock = ManualClock(start)
+    kafka = replace(load_config(None).kafka, bootstrap_servers=broker.bootstrap)
+    bad: list[str] = []
+    n = await publish_files(kafka, [str(book), str(ticks)], prices=t.prices,
+                            events=t.account_events, speed=1.0, retime=True, clock=clock,
+                            bad=bad)  # fmt: skip
+    assert (n, bad) == (7, [])
+    # The clock was slept on, up to the last message's new event time: no real wait.
+    assert clock.now_ms() == start + 400
+    out = tmp_path / "rec.jsonl.zst"
+    assert await cli("record", "--topics", f"{t.prices},{t.account_events}", "--out", str(out),
+                     "--count", "7", "--bootstrap", broker.bootstrap) == 0  # fmt: skip
+    got = read_zst(out)
+    ticks_ts = sorted(r["value"]["ts"] for r in got if r["topic"] == t.prices)  # type: ignore[index]
+    assert ticks_ts == [start + 100 * i for i in range(5)]
+    book_ts = [r["value"]["ts"] for r in got if r["topic"] == t.account_events]  # type: ignore[index]
+    assert book_ts == [start, start]
+    # The Kafka timestamp moves with the event time; nothing else changes.
+    for r in got:
+        v = r["value"]
+        assert isinstance(v, dict)
+        assert r["timestamp"] == v["ts"]
+    prices = sorted((r["value"]["ts"], r["value"]["price"]) for r in got if r["topic"] == t.prices)  # type: ignore[index]
+    assert [p for _, p in prices] == [10, 9, 8, 7, 6]

@@ -4,8 +4,13 @@ Accepts plain wire-format JSONL (ticks go to the prices topic keyed by
 symbol, positions and balances to account-events keyed by account) and the
 output of ``monitor record`` (each message back to its topic, with its key,
 value and timestamp; its partition when the topic has it, else by key).
-Any compression ``monitor replay`` reads. Several files are merged by time.
-``--speed 0`` publishes as fast as possible. Messages are written with
+Any compression ``monitor replay`` reads. Several files are merged by event
+time. ``--speed 0`` publishes as fast as possible. ``--retime`` re-stamps a
+recording to now: every event time (the value's ``ts`` and the Kafka
+timestamp) moves by one offset, so the first event is at the start of
+publishing and the spacing is kept; a monitor that measures staleness and
+latency from event time then sees a live feed. Pacing runs on an injected
+:class:`~monitor.clock.Clock`. Messages are written with
 ``create_batch``/``send_batch``, keyed messages partitioned like the Java
 client (murmur2), so one account's events stay in one partition, in order.
 """
@@ -15,15 +20,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import heapq
+import math
 import os
 import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
+
+from monitor.clock import Clock, WallClock
 
 NAME = "publish"
 HELP = "Publish recordings (wire JSONL or `monitor record` output) into Kafka at pace."
+
+# Waits shorter than this are not worth a flush and a sleep.
+MIN_WAIT_MS = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--speed", type=float, default=1.0,
         help="multiple of recorded time (default 1: real time; 0: as fast as possible)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--retime", action="store_true",
+        help="shift every event time by one offset so the first event is now "
+        "(spacing kept; paced by --speed)",
     )  # fmt: skip
     parser.add_argument("--bootstrap", help="host:port[,host:port] (default: from the config)")
     parser.add_argument("--config", metavar="FILE", default=os.environ.get("MONITOR_CONFIG"))
@@ -49,30 +64,57 @@ class Out:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from monitor.config import load_config
-    from monitor.errors import ConfigError
+    from monitor.errors import ConfigError, InputError
 
-    if args.speed < 0:
-        raise ConfigError("--speed must be >= 0")
+    if not args.speed >= 0 or math.isinf(args.speed):
+        raise ConfigError("--speed must be a finite number >= 0")
+    for f in args.files:  # before connecting to anything
+        if not os.path.isfile(f):
+            raise InputError(f"{f}: no such file")
     config = load_config(args.config)
     kafka = config.kafka
     if args.bootstrap:
         kafka = replace(kafka, bootstrap_servers=args.bootstrap)
-    prices = args.topic_prices or config.topics.prices
-    events = args.topic_events or config.topics.account_events
     bad: list[str] = []
-    streams = [_messages(f, prices, events, bad) for f in args.files]
-    merged = heapq.merge(*streams, key=lambda m: m.time_ms)
-    n = asyncio.run(_publish(kafka, merged, args.speed))
+    n = asyncio.run(
+        publish_files(
+            kafka,
+            args.files,
+            prices=args.topic_prices or config.topics.prices,
+            events=args.topic_events or config.topics.account_events,
+            speed=args.speed,
+            retime=args.retime,
+            clock=WallClock(),
+            bad=bad,
+        )
+    )
     for line in bad[:20]:
         sys.stderr.write(f"monitor publish: skipped {line}\n")
     sys.stderr.write(f"monitor publish: {n} messages published, {len(bad)} lines skipped\n")
     return 1 if bad else 0
 
 
-def _messages(path: str, prices: str, events: str, bad: list[str]) -> Iterator[Out]:
+async def publish_files(
+    kafka: Any,
+    files: Sequence[str],
+    *,
+    prices: str,
+    events: str,
+    speed: float,
+    retime: bool,
+    clock: Clock,
+    bad: list[str],
+) -> int:
+    """Publish ``files`` merged by event time; lines that cannot be routed go to
+    ``bad``. Returns the number of messages published."""
+    streams = [messages(f, prices, events, bad) for f in files]
+    merged = heapq.merge(*streams, key=lambda m: m.time_ms)
+    return await _publish(kafka, merged, speed, clock, retime)
+
+
+def messages(path: str, prices: str, events: str, bad: list[str]) -> Iterator[Out]:
+    """The messages of one file, in file order, with the event time each is paced by."""
     import msgspec
 
     from monitor.sources.files import read_lines
@@ -118,7 +160,67 @@ def _messages(path: str, prices: str, events: str, bad: list[str]) -> Iterator[O
         yield Out(last, topic, key, bytes(raw), ts if r.ts >= 0 else None, None)
 
 
-async def _publish(kafka: Any, messages: Iterator[Out], speed: float) -> int:
+def retimed(stream: Iterable[Out], start_ms: int) -> Iterator[Out]:
+    """Every event time shifted by one offset so that the first is ``start_ms``:
+    the pacing time, the Kafka timestamp and the ``ts`` of a JSON object value."""
+    offset: int | None = None
+    for m in stream:
+        if offset is None:
+            offset = start_ms - m.time_ms
+        yield Out(
+            m.time_ms + offset,
+            m.topic,
+            m.key,
+            None if m.value is None else shift_ts(m.value, offset),
+            None if m.timestamp is None else m.timestamp + offset,
+            m.partition,
+        )
+
+
+def shift_ts(value: bytes, offset: int) -> bytes:
+    """``value`` with the integer ``ts`` of its JSON object moved by ``offset``;
+    any other value (not JSON, not an object, no integer ``ts``) unchanged."""
+    import msgspec
+
+    try:
+        obj = msgspec.json.decode(value)
+    except msgspec.DecodeError:
+        return value
+    if not isinstance(obj, dict):
+        return value
+    ts = obj.get("ts")
+    if not isinstance(ts, int) or isinstance(ts, bool):
+        return value
+    obj["ts"] = ts + offset
+    return msgspec.json.encode(obj)
+
+
+async def paced(
+    stream: Iterable[Out],
+    speed: float,
+    clock: Clock,
+    before_wait: Callable[[], Awaitable[None]],
+    start_ms: int | None = None,
+) -> AsyncIterator[Out]:
+    """``stream`` released on ``clock``: the message with event time ``t`` is due
+    at ``start_ms + (t - t0) / speed`` (``t0``: the first event time). Before each
+    wait ``before_wait`` runs (to send what is batched). ``speed`` 0: no waiting."""
+    start = clock.now_ms() if start_ms is None else start_ms
+    t0: int | None = None
+    for m in stream:
+        if speed > 0:
+            if t0 is None:
+                t0 = m.time_ms
+            due = start + math.ceil((m.time_ms - t0) / speed)
+            if due - clock.now_ms() >= MIN_WAIT_MS:
+                await before_wait()
+                await clock.sleep_until(due)
+        yield m
+
+
+async def _publish(
+    kafka: Any, stream: Iterator[Out], speed: float, clock: Clock, retime: bool
+) -> int:
     from aiokafka import AIOKafkaProducer
     from aiokafka.partitioner import DefaultPartitioner
 
@@ -141,17 +243,11 @@ async def _publish(kafka: Any, messages: Iterator[Out], speed: float) -> int:
         batches.clear()
 
     try:
-        t0: int | None = None
-        w0 = time.monotonic()
-        for m in messages:
-            if speed > 0:
-                if t0 is None:
-                    t0 = m.time_ms
-                due = w0 + (m.time_ms - t0) / 1000.0 / speed
-                delay = due - time.monotonic()
-                if delay > 0.002:
-                    await flush_batches()
-                    await asyncio.sleep(delay)
+        # One start time for the re-stamping and the pacing: at speed 1 a message
+        # goes out at its new event time.
+        start = clock.now_ms()
+        source: Iterable[Out] = retimed(stream, start) if retime else stream
+        async for m in paced(source, speed, clock, flush_batches, start):
             ps = parts.get(m.topic)
             if ps is None:
                 ps = parts[m.topic] = sorted(await producer.partitions_for(m.topic))
