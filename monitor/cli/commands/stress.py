@@ -32,6 +32,9 @@ Impact: after each round a price is the shocked price moved by
 dp/p = -sold/depth_usd (linear) or -impact_k * sign(sold) * sqrt(|sold|/depth_usd)
 (sqrt), where sold is the net forced selling of all rounds so far and depth_usd
 and impact_k are per instrument in the instruments file.
+With --from-kafka instead of BOOK: the group view, i.e. the latest partial of
+every instance on the [topics] partials topic (--config, --bootstrap), merged.
+Its map is exact; its cascade is an approximation printed under two bounds.
 Exit status: 0; 1 with --strict when input lines were rejected; 2 on bad
 arguments.
 """
@@ -60,7 +63,23 @@ def _percent(text: str) -> float:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = _EPILOG
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("book", type=Path, help="JSONL event file whose final state is stressed")
+    p.add_argument(
+        "book", type=Path, nargs="?", default=None,
+        help="JSONL event file whose final state is stressed (not with --from-kafka)",
+    )  # fmt: skip
+    p.add_argument(
+        "--from-kafka", action="store_true",
+        help="stress the group view: the latest partial of every instance on the partials "
+        "topic, merged (the map is exact; the cascade an approximation with two bounds)",
+    )  # fmt: skip
+    p.add_argument(
+        "--config", type=Path, default=None,
+        help="daemon config whose [kafka] and [topics] --from-kafka uses (default: bundled)",
+    )  # fmt: skip
+    p.add_argument(
+        "--bootstrap", default=None, metavar="HOST:PORT,...",
+        help="Kafka bootstrap servers for --from-kafka (overrides the config)",
+    )  # fmt: skip
     p.add_argument(
         "--instruments", type=Path, default=None, help="instruments TOML (default: bundled)"
     )
@@ -106,6 +125,14 @@ def run(args: argparse.Namespace) -> int:
     params = load_instruments(args.instruments)
     # Arguments are checked before the (possibly long) load.
     scenario = None if args.map else parse_scenario(args.shock, params)
+    if args.from_kafka:
+        if args.book is not None:
+            raise ConfigError("give either BOOK or --from-kafka, not both")
+        from monitor.cli.group_stress import run_from_kafka
+
+        return run_from_kafka(args, params, scenario)
+    if args.book is None:
+        raise ConfigError("BOOK is required (or --from-kafka)")
     grid = _grid(args.max_move, args.step) if args.map else []
     book, rejected, _ = load_book(args.book, params)
     if rejected:
