@@ -811,7 +811,13 @@ class Daemon:
         return v, {"seconds_since_last_poll": None if since == float("inf") else round(since, 3)}
 
     def _readiness(self) -> tuple[Verdict, dict[str, object]]:
-        return self.health.readiness(), {}
+        # Which instance answers and what it owns: what an operator (or a test)
+        # needs to see how the group shared out the partitions.
+        return self.health.readiness(), {
+            "instance": self.instance,
+            "partitions": sorted(tp.partition for tp in self.owned),
+            "accounts": self.engine.book.n_accounts,
+        }
 
     # ================================================================ shutdown
     async def _shutdown(self, *, checkpoint: bool) -> int:
