@@ -44,6 +44,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor.cascade.snapshot import BookSnapshot, take_snapshot
 from monitor.checkpoint import BookState, capture, restore
+from monitor.checkpoint.offsets import OffsetLedger
 from monitor.checkpoint.state import (
     check_compatible,
     concat_states,
@@ -132,8 +133,7 @@ class Daemon:
         self.tick_queue = TickQueue()
         high = config.kafka.event_queue_max_messages
         self.event_queue = EventQueue(high_water=high, low_water=high // 2)
-        self.offsets: dict[TopicPartition, int] = {}
-        self.committed: dict[TopicPartition, int] = {}
+        self.ledger: OffsetLedger[TopicPartition] = OffsetLedger()
         self.owned: set[TopicPartition] = set()
         self._acct_part: I64 = np.full(1024, -1, dtype=np.int64)
         self.last_snapshot_ms: int | None = None
@@ -174,6 +174,11 @@ class Daemon:
             t: self.metrics.consumed.labels(topic=t)
             for t in (self.topics.prices, self.topics.account_events)
         }
+
+    @property
+    def offsets(self) -> dict[TopicPartition, int]:
+        """The next offset of every consumed partition whose work is finished."""
+        return self.ledger.finished
 
     # ================================================================ running
     def request_stop(self) -> None:
@@ -365,9 +370,9 @@ class Daemon:
             else:
                 self.engine.replace_book(book)
                 prices = self.topics.prices
-                self.offsets = {
-                    TopicPartition(t, p): o for (t, p), o in state.offsets.items() if t == prices
-                }
+                for (t, p), o in state.offsets.items():
+                    if t == prices:
+                        self.ledger.reset(TopicPartition(t, p), o)
                 self.last_snapshot_ms = state.created_ms
                 log.info(
                     "prices loaded",
@@ -459,17 +464,15 @@ class Daemon:
             rebuild = assigned - keep - set(loaded)
             self._reshape_book(keep, loaded)
             for tp in held - keep:
-                del self.offsets[tp]
+                self.ledger.forget(tp)
             for tp, st in loaded.items():
-                self.offsets[tp] = st.offsets[(tp.topic, tp.partition)]
+                self.ledger.reset(tp, st.offsets[(tp.topic, tp.partition)])
             # What the group already committed: a commit never goes below it (a
             # partition rebuilt from the beginning commits only once it passes it).
-            self.committed = {tp: o for tp, o in self.committed.items() if tp in assigned}
+            self.ledger.keep_committed(assigned)
             for tp in assigned:
                 with contextlib.suppress(KafkaError):
-                    c = await self.events.committed(tp)
-                    if c is not None:
-                        self.committed[tp] = max(self.committed.get(tp, -1), c)
+                    self.ledger.group_has(tp, await self.events.committed(tp))
             for tp in keep | set(loaded):
                 self.events.seek(tp, self.offsets[tp])
             await self.events.seek_to_beginning(rebuild)
@@ -578,8 +581,7 @@ class Daemon:
 
     def _advance(self, tp: TopicPartition, next_offset: int) -> None:
         """Record the next offset of a partition; it never moves backwards."""
-        if next_offset > self.offsets.get(tp, -1):
-            self.offsets[tp] = next_offset
+        self.ledger.advance(tp, next_offset)
 
     def _count_consumed(self) -> None:
         for name, feed, topic in (
@@ -673,12 +675,11 @@ class Daemon:
             self.last_snapshot_ms = now
             # 4. commit (a partition whose file on disk is newer is another
             # instance's now: it is not committed from here)
-            commit = {
+            commit = self.ledger.due({
                 TopicPartition(topic, w.partition): partitions[w.partition]
                 for w in written
                 if w.skipped_for is None
-            }
-            commit = {tp: o for tp, o in commit.items() if o > self.committed.get(tp, -1)}
+            })  # fmt: skip
             for w in written:
                 if w.skipped_for is not None:
                     log.warning("partition snapshot on disk is newer: another instance owns it",
@@ -689,7 +690,7 @@ class Daemon:
                 try:
                     async with asyncio.timeout(COMMIT_TIMEOUT_S):
                         await self.events.commit(commit)
-                    self.committed.update(commit)
+                    self.ledger.confirm(commit)
                 except (KafkaError, TimeoutError) as exc:
                     committed = False
                     log.warning(

@@ -452,10 +452,14 @@ async def test_the_market_job_exports_its_map_and_cascades_and_publishes_its_par
         await asyncio.wait_for(daemon.ready.wait(), 30)
         await wait_applied(daemon, topics, work)
         assert daemon.market is not None
-        await wait_for_true(lambda: daemon.market is not None and
-                            daemon.market.last_group is not None, 20)  # fmt: skip
-        _, body = await http_get(daemon.http.port, "/metrics")
-        text = body.decode()
+        text = ""
+        deadline = time.monotonic() + 20
+        while "\nmonitor_cascade_liquidated_notional{" not in text or (
+            daemon.market.last_group is None
+        ):  # the map round, then the cascades: both done once
+            assert time.monotonic() < deadline, "no market round in time"
+            await asyncio.sleep(0.1)
+            text = (await http_get(daemon.http.port, "/metrics"))[1].decode()
         for name in ("monitor_liquidation_map_notional", "monitor_cascade_liquidated_notional",
                      "monitor_group_liquidation_map_notional",
                      "monitor_group_cascade_liquidated_notional"):  # fmt: skip
