@@ -92,27 +92,52 @@ async def test_sigkill_mid_stream_then_restart_loses_nothing_and_applies_nothing
     first, rest = split(work, 0.4)
     second, third = split(rest, 0.5)
 
+    # Checkpoints far enough apart that the kill lands between two of them.
+    cfg.write_text(
+        cfg.read_text().replace("snapshot_interval_s = 0.3", "snapshot_interval_s = 2.0")
+    )
+    events_topic = f'topic="{t.account_events}"'
+
+    def durable() -> int:
+        try:
+            snap = StateDir(state, "test-0").read_union(t.account_events)
+        except StateError:
+            return 0
+        return sum(o for (topic, _), o in snap.offsets.items() if topic == t.account_events)
+
+    async def applied(port_: int) -> int:
+        status, text = await get(port_, "/metrics")
+        if status != 200:
+            return -1
+        head = "monitor_messages_applied_total{"
+        line = [x for x in text.splitlines() if x.startswith(head) and events_topic in x]
+        return int(float(line[0].split()[-1])) if line else 0
+
     proc = Proc(cfg, tmp_path / "run1.log", port)
     try:
         await produce(broker.bootstrap, t.prices, first.prices, partitions=PARTITIONS)
         await produce(broker.bootstrap, t.account_events, first.events, partitions=PARTITIONS)
 
         async def checkpointed() -> bool:
-            # A snapshot that already holds account events (not only prices).
-            try:
-                snap = StateDir(state, "test-0").read_union(t.account_events)
-            except StateError:
-                return False
-            return any(o > 0 for (topic, _), o in snap.offsets.items() if topic == t.account_events)
+            return durable() > 0  # a snapshot that already holds account events
 
         await wait_until(checkpointed, 40, "a checkpoint holding account events")
-        # More input, and the daemon is killed while it is taking it in.
+        # More input; the daemon is killed once it has applied some of it beyond its
+        # last snapshot (that work is lost with the process and must be redone).
         await produce(broker.bootstrap, t.account_events, second.events, partitions=PARTITIONS)
         await produce(broker.bootstrap, t.prices, second.prices, partitions=PARTITIONS)
+
+        async def ahead_of_snapshot() -> bool:
+            return await applied(port) > durable()
+
+        await wait_until(ahead_of_snapshot, 20, "work applied beyond the last snapshot")
+        applied_at_kill = await applied(port)
         proc.signal(signal.SIGKILL)
         assert proc.wait(10) == -signal.SIGKILL
     finally:
         proc.kill()
+    resumed_from = durable()
+    assert 0 < resumed_from < applied_at_kill  # killed mid-stream, between checkpoints
 
     await produce(broker.bootstrap, t.prices, third.prices, partitions=PARTITIONS)
     await produce(broker.bootstrap, t.account_events, third.events, partitions=PARTITIONS)
@@ -130,6 +155,8 @@ async def test_sigkill_mid_stream_then_restart_loses_nothing_and_applies_nothing
             )
 
         await wait_until(caught_up, 60, "the restarted daemon to catch up")
+        # Applied exactly once from the snapshot on: the records after its offsets.
+        assert await applied(port) == len(work.events) - resumed_from
         proc.signal(signal.SIGTERM)
         assert proc.wait(30) == 0, (tmp_path / "run2.log").read_text()[-3000:]
     finally:
