@@ -33,10 +33,15 @@ class AlertsConfig:
     # resolutions always pass).
     min_interval_s: float = 60.0
     # Contagion fires for an account at WARNING or worse whose healthy notional at
-    # risk is > 0 and at least this amount and at least this share of its cross
-    # notional (leave either at 0 to use only the other).
+    # risk is > 0 and at least this amount OR at least this share of its cross
+    # notional (0 disables a condition; both 0: any healthy notional at risk).
     contagion_min_notional: float = 0.0
     contagion_min_share: float = 0.0
+    # Once firing, contagion clears only below (1 - this) times the amount and
+    # share above, and a victim counts as healthy until its loss exceeds
+    # contagion_upnl_band of its notional (monitor.alerts.contagion).
+    contagion_hysteresis: float = 0.2
+    contagion_upnl_band: float = 0.002
     stale_price_s: float = 30.0
 
     def __post_init__(self) -> None:
@@ -57,6 +62,10 @@ class AlertsConfig:
             raise ConfigError(
                 f"alerts.contagion_min_share: must lie in [0, 1], got {self.contagion_min_share!r}"
             )
+        for name in ("contagion_hysteresis", "contagion_upnl_band"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.0 <= value < 1.0):
+                raise ConfigError(f"alerts.{name}: must lie in [0, 1), got {value!r}")
         _positive("alerts", "stale_price_s", self.stale_price_s)
 
     def thresholds(self) -> Thresholds:

@@ -8,7 +8,8 @@ severity that starts firing or is resolved; nothing is emitted while the
 level holds, however often the account is re-evaluated.
 
 Kinds: ``margin`` (the level), ``contagion`` (the level, while the account's
-healthy notional at risk passes the configured amount and share), and
+healthy notional at risk passes the configured amount or share, with
+hysteresis: :mod:`monitor.alerts.contagion`), and
 ``stale_price`` (no tick for a symbol with open positions, in processing
 time). ``cascade`` alerts are built by the market-level code and pass through
 :meth:`AlertEngine.admit`.
@@ -39,6 +40,7 @@ from monitor.alerts.attribution import (
     isolated_figures,
 )
 from monitor.alerts.config import AlertsConfig
+from monitor.alerts.contagion import contagion_holds
 from monitor.alerts.flood import FloodControl
 from monitor.alerts.fsm import (
     LABELS,
@@ -256,12 +258,9 @@ class AlertEngine:
         lc = np.zeros_like(new)
         at = np.flatnonzero(new >= Status.WARNING)
         if at.shape[0]:
-            healthy, total = cross_exposure(book, cand[at])
-            ok = (
-                (healthy > 0.0)
-                & (healthy >= cfg.contagion_min_notional)
-                & (healthy >= cfg.contagion_min_share * total)
-            )
+            healthy, near, total = cross_exposure(book, cand[at], cfg.contagion_upnl_band)
+            firing = self._act[_CONTAGION, cand[at]] != 0
+            ok = contagion_holds(healthy, near, total, firing, cfg)
             lc[at] = np.where(ok, new[at], 0)
         am = self._act[_MARGIN, cand]
         ac = self._act[_CONTAGION, cand]

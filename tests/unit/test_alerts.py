@@ -190,7 +190,7 @@ def test_an_account_inside_the_band_is_revisited_although_the_book_no_longer_rep
     ]
 
 
-def test_contagion_needs_the_configured_notional_and_share(small_params: RiskParams) -> None:
+def test_contagion_needs_the_configured_notional_or_share(small_params: RiskParams) -> None:
     rig = Rig(small_params, AlertsConfig(contagion_min_notional=5000.0))
     contagion_book(rig)
     assert brief(rig.apply(eth(1450.0, 10))) == [("A1", "margin", "critical", "firing")]
@@ -199,6 +199,9 @@ def test_contagion_needs_the_configured_notional_and_share(small_params: RiskPar
     assert brief(rig.apply(eth(1450.0, 10))) == [("A1", "margin", "critical", "firing")]
     rig = Rig(small_params, AlertsConfig(contagion_min_share=0.1, contagion_min_notional=2000))
     contagion_book(rig)
+    assert [a.kind for a in rig.apply(eth(1450.0, 10))] == ["margin", "contagion"]
+    rig = Rig(small_params, AlertsConfig(contagion_min_share=0.1, contagion_min_notional=5000))
+    contagion_book(rig)  # the share alone is enough
     assert [a.kind for a in rig.apply(eth(1450.0, 10))] == ["margin", "contagion"]
 
 
@@ -420,7 +423,8 @@ def test_the_config_fields_carry_their_units_and_defaults() -> None:
     assert {f.name: f.default for f in dataclasses.fields(AlertsConfig)} == {
         "warning_ratio": 0.8, "critical_ratio": 0.9, "liquidatable_ratio": 1.0,
         "hysteresis": 0.05, "min_interval_s": 60.0, "contagion_min_notional": 0.0,
-        "contagion_min_share": 0.0, "stale_price_s": 30.0,
+        "contagion_min_share": 0.0, "contagion_hysteresis": 0.2, "contagion_upnl_band": 0.002,
+        "stale_price_s": 30.0,
     }  # fmt: skip
     assert [f.name for f in dataclasses.fields(MqttConfig)] == [
         "enabled", "host", "port", "topic_prefix", "username", "password", "tls",
