@@ -32,13 +32,14 @@ takes the account's latest event time in the book.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import structlog
 
+from monitor.alerts import state as wire_state
 from monitor.alerts.attribution import (
     attribute,
     cross_exposure,
@@ -72,6 +73,8 @@ from monitor.alerts.model import (
     alert_id,
     wire_account,
 )
+from monitor.alerts.state import VERSION as STATE_VERSION
+from monitor.alerts.state import check_version, flood_from, flood_json
 from monitor.book.layout import (
     A_MM,
     A_NISO,
@@ -86,11 +89,12 @@ from monitor.book.layout import (
 from monitor.book.store import MarginBook
 from monitor.clock import Clock
 from monitor.engine import Causes
-from monitor.errors import ConfigError
+from monitor.errors import ConfigError, StateError
 from monitor.events.schema import Tick
 from monitor.risk.levels import Status
 
 I64 = npt.NDArray[np.int64]
+log = structlog.get_logger("monitor.alerts")
 
 _TOP = np.array([top(m) for m in range(8)], dtype=np.int8)
 _EMPTY = np.zeros(0, dtype=np.int64)
@@ -225,9 +229,7 @@ class AlertEngine:
         last of its positions closing) resolves it."""
         self._check_book(book)
         ni = book.params.n_instruments
-        if self._seen_ts.shape[0] < ni:
-            self._seen_ts = np.full(ni, -2, dtype=np.int64)
-            self._seen_at = np.full(ni, now_ms, dtype=np.int64)
+        self._init_seen(book, now_ms)
         last = book.sym_ts[:ni]
         opened = book.sym_len[:ni] > 0
         # The staleness clock restarts on every new tick and while nothing is open.
@@ -283,6 +285,181 @@ class AlertEngine:
             },
             "deferred": self._flood.pending,
         }
+
+    # ------------------------------------------------------------ state
+    def export_state(
+        self, book: MarginBook, accounts: Iterable[int] | None = None
+    ) -> dict[str, Any]:
+        """The alert state of the accounts at slots ``accounts`` of ``book`` (None:
+        every account), keyed by account id, plus the market-level state (stale
+        prices), as plain JSON values (:mod:`monitor.alerts.state`).
+
+        Per account: the hysteresis level of the cross part, the severities
+        consumers were told are firing per kind, each isolated unit's level and
+        firing severities, and flood control's window and deferred firings. An
+        account with nothing to remember is left out. Flood windows are
+        processing-clock times: after a restart on the wall clock a window that
+        began before the crash still limits firings until it ends, and a firing
+        it held back still goes out when due (if still owed)."""
+        self._check_book(book)
+        n = book.n_accounts
+        self._grow(n)
+        busy = set(
+            np.flatnonzero(
+                (self._lvl[:n] != 0) | (self._act[:, :n] != 0).any(axis=0) | self._has_iso[:n]
+            ).tolist()
+        )
+        now = self._clock.now_ms()
+        windows = {
+            k: w for k, w in self._flood.windows.items() if now - w[0] < self._flood.interval_ms
+        }
+        deferred = self._flood.deferred
+        for key in (*windows, *deferred):
+            if key[0] == "a" and key[1] < n:
+                busy.add(key[1])
+        if accounts is not None:
+            busy &= {int(a) for a in accounts}
+        symbols = book.params.symbols
+        out: dict[str, Any] = {}
+        for a in sorted(busy):
+            entry: dict[str, Any] = {
+                "level": int(self._lvl[a]),
+                "margin": int(self._act[_MARGIN, a]),
+                "contagion": int(self._act[_CONTAGION, a]),
+            }
+            units = self._iso.get(a)
+            if units:
+                entry["isolated"] = {symbols[s]: [lv, act] for s, (lv, act) in units.items()}
+            flood = {}
+            for kind in ("margin", "contagion"):
+                key = ("a", a, kind)
+                if key in windows or key in deferred:
+                    flood[kind] = flood_json(windows.get(key), deferred.get(key))
+            if flood:
+                entry["flood"] = flood
+            out[book.account_ids[a]] = entry
+        stale = {
+            symbols[s]: {"active": m, "last_tick_ts": int(self._seen_ts[s])}
+            for s, m in self._stale.items()
+            if m
+        }
+        market_flood = {
+            symbols[key[1]]: flood_json(windows.get(key), deferred.get(key))
+            for key in {*windows, *deferred}
+            if key[0] == "s"
+        }
+        return {
+            "version": STATE_VERSION,
+            "accounts": out,
+            "market": {"stale": stale, "flood": market_flood},
+        }
+
+    def import_state(self, book: MarginBook, state: Mapping[str, Any]) -> None:
+        """Take over state written by :meth:`export_state` (a restart), for ``book``.
+
+        Merging: each account in ``state`` gets exactly its exported state; the
+        others keep theirs. Accounts ``book`` does not hold are ignored (their
+        owner alerts for them), as are isolated units and stale prices of symbols
+        the instruments no longer have. Imported accounts are revisited by the
+        next evaluation (:meth:`Engine.go_live <monitor.engine.Engine.go_live>`),
+        which resolves what recovered meanwhile and emits nothing for what did
+        not change. Raises :class:`~monitor.errors.StateError` naming the entry on
+        malformed state."""
+        check_version(state)
+        self._check_book(book)
+        self._grow(book.n_accounts)
+        symbol_id = book.params.symbol_id
+        accounts = state.get("accounts") or {}
+        ignored = 0
+        for account, entry in accounts.items():
+            where = f"alert state: account {account!r}"
+            a = book.slot_of(account)
+            if a is None:
+                ignored += 1
+                continue
+            try:
+                lvl = wire_state.level(entry.get("level", 0), f"{where}: level")
+                margin = wire_state.mask(entry.get("margin", 0), f"{where}: margin")
+                contagion = wire_state.mask(entry.get("contagion", 0), f"{where}: contagion")
+                units: dict[int, list[int]] = {}
+                for symbol, (ulv, uact) in (entry.get("isolated") or {}).items():
+                    s = symbol_id.get(symbol)
+                    if s is None:
+                        log.warning("alert state: unknown symbol dropped", symbol=symbol)
+                        continue
+                    units[s] = [
+                        wire_state.level(ulv, f"{where}: {symbol}"),
+                        wire_state.mask(uact, f"{where}: {symbol}"),
+                    ]
+                flood = {kind: flood_from(raw) for kind, raw in (entry.get("flood") or {}).items()}
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                raise StateError(f"{where}: malformed ({exc})") from exc
+            self._forget_slot(a)
+            self._lvl[a] = lvl
+            self._act[_MARGIN, a] = margin
+            self._act[_CONTAGION, a] = contagion
+            if units:
+                self._iso[a] = units
+                self._has_iso[a] = True
+            for kind, (window, deferred) in flood.items():
+                self._flood.restore(("a", a, kind), window, deferred)
+            self._held.add(a)
+        self._import_market(book, state.get("market") or {})
+        if ignored:
+            log.info("alert state: accounts not in this book ignored", accounts=ignored)
+
+    def forget(self, account_ids: Iterable[str]) -> None:
+        """Drop every account's alert state (its partition moved to another
+        instance, which alerts for it from now on)."""
+        book = self._book
+        if book is None:
+            return
+        for account in account_ids:
+            a = book.slot_of(account)
+            if a is not None and a < self._lvl.shape[0]:
+                self._forget_slot(a)
+
+    def _forget_slot(self, a: int) -> None:
+        self._lvl[a] = 0
+        self._act[:, a] = 0
+        self._has_iso[a] = False
+        self._iso.pop(a, None)
+        self._held.discard(a)
+        for kind in ("margin", "contagion"):
+            self._flood.restore(("a", a, kind), None, None)
+
+    def _import_market(self, book: MarginBook, market: Mapping[str, Any]) -> None:
+        symbol_id = book.params.symbol_id
+        now = self._clock.now_ms()
+        try:
+            stale = {
+                symbol_id[sym]: (wire_state.mask(v["active"], sym), int(v["last_tick_ts"]))
+                for sym, v in (market.get("stale") or {}).items()
+                if sym in symbol_id
+            }
+            flood = {
+                symbol_id[sym]: flood_from(raw)
+                for sym, raw in (market.get("flood") or {}).items()
+                if sym in symbol_id
+            }
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"alert state: market: malformed ({exc})") from exc
+        if stale:
+            self._init_seen(book, now)
+            for s, (active, last) in stale.items():
+                # firing until the next tick after the one it last saw (the staleness
+                # clock itself restarts: processing time did not run while down)
+                self._stale[s] = active
+                self._seen_ts[s] = last
+                self._seen_at[s] = now
+        for s, (window, deferred) in flood.items():
+            self._flood.restore(("s", s), window, deferred)
+
+    def _init_seen(self, book: MarginBook, now_ms: int) -> None:
+        ni = book.params.n_instruments
+        if self._seen_ts.shape[0] < ni:
+            self._seen_ts = np.full(ni, -2, dtype=np.int64)
+            self._seen_at = np.full(ni, now_ms, dtype=np.int64)
 
     # ------------------------------------------------------------ cross part
     def _cross(self, book: MarginBook, cand: I64, now: int, out: list[Alert]) -> None:
