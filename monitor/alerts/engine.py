@@ -71,6 +71,7 @@ from monitor.alerts.model import (
     Trigger,
     Victim,
     alert_id,
+    by_sub_account,
     wire_account,
 )
 from monitor.alerts.state import VERSION as STATE_VERSION
@@ -244,16 +245,17 @@ class AlertEngine:
         return out
 
     def admit(self, alerts: Sequence[Any]) -> list[Any]:
-        """Count and log alerts built elsewhere (the market-level ``cascade``): any
-        object with ``id``, ``kind`` and ``state`` (``firing``/``breached`` or
-        ``resolved``)."""
-        out = list(alerts)
+        """Count, stamp and log alerts built elsewhere (the market-level ``cascade``,
+        :class:`~monitor.cascade.watch.CascadeAlert`): any object with ``id``,
+        ``kind`` and ``state`` (``firing`` or ``resolved``); one offering
+        ``stamped(now_ms)`` gets its ``emitted_at`` from the clock."""
+        now = self._clock.now_ms()
+        out = [a.stamped(now) if hasattr(a, "stamped") else a for a in alerts]
         for a in out:
             state = "resolved" if a.state == "resolved" else "firing"
             self._metrics.alerts.labels(kind=a.kind, state=state).inc()
             self._log.info(
-                "alert", id=getattr(a, "id", None) or getattr(a, "alert_id", None),
-                kind=a.kind, account=wire_account(a), state=a.state,
+                "alert", id=a.id, kind=a.kind, account=wire_account(a), state=a.state,
                 severity=getattr(a, "severity", None),
             )  # fmt: skip
         return out
@@ -712,6 +714,7 @@ class AlertEngine:
             culprits=culprits,
             victims=victims,
             healthy_notional_at_risk=at_risk,
+            culprit_sub_accounts=by_sub_account(culprits),
             isolated_symbol=isolated_symbol,
         )
 

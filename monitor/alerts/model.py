@@ -2,9 +2,12 @@
 JSONL line or MQTT message; MQTT batches are JSON arrays of them).
 
 Field order is the wire contract's. Non-finite numbers (an infinite margin
-ratio when equity is gone) are written as null. ``isolated_symbol`` appears
-only on alerts about an isolated position (its own unit); alerts about an
-account's cross part carry exactly the contract's fields.
+ratio when equity is gone) are written as null. Two fields follow the
+contract's, each only when it has something to say: ``culprit_sub_accounts``
+(the culprits' losses summed by sub-account, largest loss first: the same
+aggregation as ``monitor evaluate``), and ``isolated_symbol`` on alerts about
+an isolated position (its own unit). The ``culprits`` list itself stays one
+entry per losing position, as the contract says.
 """
 
 from __future__ import annotations
@@ -40,6 +43,25 @@ class Culprit(msgspec.Struct, frozen=True, gc=False):
     unrealized_pnl: float
 
 
+class SubAccountLoss(msgspec.Struct, frozen=True, gc=False):
+    """The culprits of one sub-account, their uPnL summed."""
+
+    sub_account: str
+    unrealized_pnl: float
+
+
+def by_sub_account(culprits: Sequence[Culprit]) -> tuple[SubAccountLoss, ...]:
+    """Culprits aggregated by sub-account, largest loss first (ties by name)."""
+    if not culprits:
+        return ()
+    total: dict[str, float] = {}
+    for c in culprits:
+        total[c.sub_account] = total.get(c.sub_account, 0.0) + c.unrealized_pnl
+    return tuple(
+        SubAccountLoss(k, v) for k, v in sorted(total.items(), key=lambda kv: (kv[1], kv[0]))
+    )
+
+
 class Victim(msgspec.Struct, frozen=True, gc=False):
     """A healthy cross position a liquidation of the account would force-close."""
 
@@ -66,6 +88,7 @@ class Alert(msgspec.Struct, frozen=True, omit_defaults=True):
     culprits: tuple[Culprit, ...]
     victims: tuple[Victim, ...]
     healthy_notional_at_risk: float
+    culprit_sub_accounts: tuple[SubAccountLoss, ...] = ()
     isolated_symbol: str | None = None
 
     def to_json_bytes(self) -> bytes:
