@@ -24,6 +24,11 @@ positions and tick-priced collateral of the cross part; the position's symbol
 for an isolated one) as its trigger; ``ts`` is the newer of that tick and the
 account's own events. So an alert's id depends on the input that concerns the
 account, not on which unrelated symbols shared its batch.
+
+Publishing: sinks that only enqueue (``durable = False``: MQTT) get the alerts
+first, so a burst is on its way to subscribers while the durable sinks (Kafka,
+files) enqueue theirs; the alerts are encoded once for all of them
+(:class:`~monitor.alerts.model.AlertBatch`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from monitor.alerts.model import AlertBatch
 from monitor.book.layout import A_NISO, A_STATUS
 from monitor.book.store import MarginBook
 from monitor.clock import Clock
@@ -260,8 +266,12 @@ class Engine:
             await sink.start()
 
     async def publish(self, alerts: Sequence[Any]) -> None:
-        for sink in self.sinks:
-            await sink.publish(alerts)
+        """Hand ``alerts`` to every sink: the enqueue-only ones first."""
+        if not alerts:
+            return
+        batch = alerts if isinstance(alerts, AlertBatch) else AlertBatch(alerts)
+        for sink in sorted(self.sinks, key=lambda s: bool(getattr(s, "durable", True))):
+            await sink.publish(batch)
 
     async def flush(self, timeout_s: float) -> None:
         """Wait until every sink has delivered what it was given (checkpoint step 2)."""
