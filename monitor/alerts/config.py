@@ -85,14 +85,21 @@ class MqttConfig:
     password: str | None = field(default=None, repr=False)
     tls: bool = False
     tls_ca_file: str | None = None
+    # Client certificate (PEM) and its key, for brokers that require one; the key
+    # may be left out when the certificate file holds it.
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
     client_id: str = "monitor"
     # Above this many alerts per second the sink publishes JSON arrays on
     # <prefix>/alerts/batch instead of one message per alert.
     publish_rate_limit_per_s: float = 2000.0
     batch_max_alerts: int = 1000
-    # Alerts waiting for the broker (also while disconnected); the oldest beyond
-    # this are dropped and counted.
-    queue_max: int = 100_000
+    # Alerts waiting for the broker (also while disconnected), bounded by count
+    # and by memory (encoded alerts plus ~100 bytes each, in MiB); the oldest
+    # beyond either are dropped and counted. A crash of 100,000 accounts
+    # (~200,000 margin and contagion alerts of ~600 bytes: ~140 MiB) fits.
+    queue_max: int = 500_000
+    queue_max_mb: float = 256.0
     summary_interval_s: float = 5.0
     reconnect_max_s: float = 60.0
 
@@ -113,8 +120,11 @@ class MqttConfig:
             raise ConfigError("mqtt.client_id: must not be empty")
         if self.password is not None and self.username is None:
             raise ConfigError("mqtt.password: set mqtt.username too")
-        if self.tls_ca_file is not None and not self.tls:
-            raise ConfigError("mqtt.tls_ca_file: only used with mqtt.tls = true")
+        for name in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+            if getattr(self, name) is not None and not self.tls:
+                raise ConfigError(f"mqtt.{name}: only used with mqtt.tls = true")
+        if self.tls_key_file is not None and self.tls_cert_file is None:
+            raise ConfigError("mqtt.tls_key_file: set mqtt.tls_cert_file (the certificate) too")
         _positive("mqtt", "publish_rate_limit_per_s", self.publish_rate_limit_per_s)
         _positive("mqtt", "summary_interval_s", self.summary_interval_s)
         _positive("mqtt", "reconnect_max_s", self.reconnect_max_s)
@@ -122,3 +132,4 @@ class MqttConfig:
             raise ConfigError(f"mqtt.batch_max_alerts: must be >= 1, got {self.batch_max_alerts}")
         if self.queue_max < 1:
             raise ConfigError(f"mqtt.queue_max: must be >= 1, got {self.queue_max}")
+        _positive("mqtt", "queue_max_mb", self.queue_max_mb)

@@ -457,6 +457,9 @@ def test_invalid_alert_settings_are_rejected_by_name(kw: dict[str, float], needl
         ({"topic_prefix": "/a"}, "mqtt.topic_prefix"),
         ({"password": "x"}, "mqtt.password"),
         ({"tls_ca_file": "/ca.pem"}, "mqtt.tls_ca_file"),
+        ({"tls_cert_file": "/c.pem"}, "mqtt.tls_cert_file"),
+        ({"tls": True, "tls_key_file": "/k.pem"}, "mqtt.tls_key_file"),
+        ({"queue_max_mb": 0.0}, "mqtt.queue_max_mb"),
         ({"batch_max_alerts": 0}, "mqtt.batch_max_alerts"),
         ({"publish_rate_limit_per_s": 0.0}, "mqtt.publish_rate_limit_per_s"),
     ],
@@ -475,9 +478,11 @@ def test_the_config_fields_carry_their_units_and_defaults() -> None:
     }  # fmt: skip
     assert [f.name for f in dataclasses.fields(MqttConfig)] == [
         "enabled", "host", "port", "topic_prefix", "username", "password", "tls",
-        "tls_ca_file", "client_id", "publish_rate_limit_per_s", "batch_max_alerts",
-        "queue_max", "summary_interval_s", "reconnect_max_s",
+        "tls_ca_file", "tls_cert_file", "tls_key_file", "client_id",
+        "publish_rate_limit_per_s", "batch_max_alerts", "queue_max", "queue_max_mb",
+        "summary_interval_s", "reconnect_max_s",
     ]  # fmt: skip
+    assert (MqttConfig().queue_max, MqttConfig().queue_max_mb) == (500_000, 256.0)
 
 
 def test_a_book_built_with_other_thresholds_is_refused(small_params: RiskParams) -> None:
