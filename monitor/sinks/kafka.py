@@ -36,7 +36,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from monitor.alerts.model import payloads, wire_account
 from monitor.logs import get_logger
 from monitor.sinks.base import DeliveryTimeoutError, SinkError
-from monitor.sinks.partition import default_partitions
+from monitor.sinks.partition import default_partitions, murmur2_many
 
 Headers = list[tuple[str, bytes]]
 Record = tuple[bytes | None, bytes, Headers]  # key, value, headers
@@ -74,6 +74,8 @@ class BatchProducer:
         self._retry: list[Item] = []  # failed or held back, sent again by flush
         self._parts: list[int] | None = None
         self._partitioner: Any = getattr(producer, "_partitioner", None) or DefaultPartitioner()
+        if isinstance(self._partitioner, DefaultPartitioner):
+            murmur2_many([b"warm-up"])  # load the compiled kernel now, not in a crash
         self._batch_bytes = min(
             BATCH_BYTES, int(getattr(producer, "_max_request_size", 1 << 20)) // 2
         )
@@ -132,39 +134,58 @@ class BatchProducer:
 
     # ------------------------------------------------------------ internals
     async def _submit(self, items: list[Item]) -> None:
-        """Enqueue ``items`` batch by batch, per partition in order; whatever is not
-        enqueued when something fails (or the caller is cancelled) goes to the
-        retry list."""
+        """Enqueue ``items`` batch by batch, each partition in order and the
+        partitions side by side (aiokafka takes one batch per partition at a
+        time: one after the other they would wait a round trip each). Whatever
+        is not enqueued when something fails, or when the caller is cancelled,
+        goes to the retry list."""
         progress: list[list[Any]] = []  # [partition, its items, how many enqueued]
+        errors: list[BaseException] = []
         try:
             parts = await self._partitions()
             groups: dict[int, list[Item]] = {}
             for it, p in zip(items, self._partition_all(items, parts), strict=True):
                 groups.setdefault(p, []).append(it)
             progress = [[p, group, 0] for p, group in groups.items()]
-            for entry in progress:
-                p, group, start = entry
-                while start < len(group):
-                    batch = self._new_batch()
-                    append = batch.append
-                    end, n = start, len(group)
-                    # the first record always fits, however large
-                    while end < n:
-                        key, value, headers = group[end][1]
-                        if append(key=key, value=value, timestamp=None, headers=headers) is None:
-                            break
-                        end += 1
-                    batch.close()
-                    fut = await self.producer.send_batch(batch, self.topic, partition=p)
-                    chunk = group[start:end]
-                    self._inflight.append((fut, chunk))
-                    self._n_inflight += len(chunk)
-                    start = entry[2] = end
+            if len(progress) == 1:
+                await self._submit_partition(progress[0], errors)
+            else:
+                async with asyncio.TaskGroup() as tg:
+                    for entry in progress:
+                        tg.create_task(
+                            self._submit_partition(entry, errors), name=f"kafka-send-{entry[0]}"
+                        )
         except asyncio.CancelledError:
             self._retry.extend(_unsent(items, progress))
             raise
         except Exception as exc:
-            self._failed(_unsent(items, progress), exc)
+            errors.append(exc)
+        if errors:
+            self._failed(_unsent(items, progress), errors[0])
+
+    async def _submit_partition(self, entry: list[Any], errors: list[BaseException]) -> None:
+        """The batches of one partition, in order; stops at the first error (kept
+        in ``errors``: the other partitions go on)."""
+        p, group, start = entry
+        n = len(group)
+        try:
+            while start < n:
+                batch = self._new_batch()
+                append = batch.append
+                end = start
+                # the first record always fits, however large
+                while end < n:
+                    key, value, headers = group[end][1]
+                    if append(key=key, value=value, timestamp=None, headers=headers) is None:
+                        break
+                    end += 1
+                batch.close()
+                fut = await self.producer.send_batch(batch, self.topic, partition=p)
+                self._inflight.append((fut, group[start:end]))
+                self._n_inflight += end - start
+                start = entry[2] = end
+        except Exception as exc:
+            errors.append(exc)
 
     def _new_batch(self) -> Any:
         """A record batch of :data:`BATCH_BYTES`, built as ``create_batch`` builds
