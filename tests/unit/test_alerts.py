@@ -506,6 +506,13 @@ def test_the_summary_counts_accounts_by_status_and_what_is_firing(
     assert summary["event_ts"] == 11
 
 
+def test_every_kind_has_a_suppressed_series_from_the_start() -> None:
+    registry = CollectorRegistry()
+    AlertEngine(AlertsConfig(), ManualClock(0), registry)
+    for kind in ("margin", "contagion", "stale_price", "cascade"):
+        assert registry.get_sample_value("monitor_alerts_suppressed_total", {"kind": kind}) == 0
+
+
 def test_metrics_never_carry_an_account_label(small_params: RiskParams) -> None:
     rig = Rig(small_params)
     contagion_book(rig)
