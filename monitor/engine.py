@@ -14,6 +14,21 @@ evaluated. While a driver is catching up on history (``live = False``) the
 dirty set accumulates instead (it is bounded by the number of accounts) and
 is evaluated once when the driver goes live, so a rebuild does not replay
 old transitions as fresh alerts.
+
+Trigger and event time of an alert are per account, never per batch: the
+engine accumulates the :class:`Causes` of the batches applied since the last
+evaluation (the newest price of every symbol that ticked, the newest event
+time of every account that had an account event) and the alert engine picks,
+for each unit, the newest tick among the symbols the unit holds (cross
+positions and tick-priced collateral of the cross part; the position's symbol
+for an isolated one) as its trigger; ``ts`` is the newer of that tick and the
+account's own events. So an alert's id depends on the input that concerns the
+account, not on which unrelated symbols shared its batch.
+
+Publishing: sinks that only enqueue (``durable = False``: MQTT) get the alerts
+first, so a burst is on its way to subscribers while the durable sinks (Kafka,
+files) enqueue theirs; the alerts are encoded once for all of them
+(:class:`~monitor.alerts.model.AlertBatch`).
 """
 
 from __future__ import annotations
@@ -27,6 +42,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from monitor.alerts.model import AlertBatch
 from monitor.book.layout import A_NISO, A_STATUS
 from monitor.book.store import MarginBook
 from monitor.clock import Clock
@@ -40,14 +56,36 @@ from monitor.risk.levels import Thresholds
 I64 = npt.NDArray[np.int64]
 
 
+@dataclass(slots=True)
+class Causes:
+    """What the transitions of one evaluation can be blamed on, accumulated over
+    the batches applied since the previous one: the newest tick of every symbol
+    that moved (by symbol id) and the newest event time of every account that
+    had an account event (by account id). Bounded by the numbers of symbols and
+    accounts, however long a catch-up."""
+
+    ticks: dict[int, Tick] = field(default_factory=dict)
+    accounts: dict[str, int] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.ticks or self.accounts)
+
+
 class AlertEvaluator(Protocol):
     """What the engine needs of :class:`monitor.alerts.AlertEngine`."""
 
-    def evaluate(self, book: MarginBook, slots: I64, trigger: Tick | None = None) -> list[Any]: ...
+    def evaluate(
+        self,
+        book: MarginBook,
+        slots: I64,
+        trigger: Tick | None = None,
+        *,
+        causes: Causes | None = None,
+    ) -> list[Any]: ...
 
     def check_stale(self, book: MarginBook, now_ms: int) -> list[Any]: ...
 
-    def poll(self, book: MarginBook) -> list[Any]: ...
+    def poll(self, book: MarginBook, causes: Causes | None = None) -> list[Any]: ...
 
 
 class AlertSink(Protocol):
@@ -101,6 +139,7 @@ class Engine:
         self.metrics = metrics
         self._book = book if book is not None else MarginBook(params, self.thresholds)
         self.live = live
+        self._causes = Causes()
 
     # ------------------------------------------------------------ state
     @property
@@ -128,6 +167,8 @@ class Engine:
         t0 = time.perf_counter()
         book = self._book
         out = Applied(events=len(events), ticks=len(ticks))
+        tracking = self.alerts is not None
+        sym_ts = book.sym_ts.copy() if tracking else None
         if events:
             out.rejections = book.apply_batch(events, conflate=True)
         if ticks:
@@ -137,11 +178,12 @@ class Engine:
                 r = book.apply_tick(sid[t.symbol], t.price, t.ts)
                 if r is not None:
                     out.rejections.append((base + j, r))
+        if sym_ts is not None:
+            self._note_causes(events, out.rejections, sym_ts)
         if evaluate and self.live and self.alerts is not None:
             slots = book.drain_dirty()
             if slots.size:
-                trigger = ticks[0] if len(ticks) == 1 and not events else None
-                out.alerts = self.alerts.evaluate(book, slots, trigger)
+                out.alerts = self.alerts.evaluate(book, slots, causes=self._take_causes())
         out.seconds = time.perf_counter() - t0
         m = self.metrics
         if m is not None:
@@ -181,14 +223,42 @@ class Engine:
             (book.acc_i[A_STATUS, :n] > 0) | (book.acc_i[A_NISO, :n] > 0)
         ).astype(np.int64)
         slots = np.union1d(dirty, risky).astype(np.int64)
-        return self.alerts.evaluate(book, slots) if slots.size else []
+        # Evaluated even when no account is risky: the alert engine also revisits
+        # the accounts whose alert state it holds (restored ones that recovered).
+        return self.alerts.evaluate(book, slots, causes=self._take_causes())
 
     def poll(self) -> list[Any]:
         """Periodic alert housekeeping (every second or so, when live): stale prices
         and firings deferred by flood control that are now due."""
         if not self.live or self.alerts is None:
             return []
-        return self.alerts.poll(self._book)
+        return self.alerts.poll(self._book, self._take_causes())
+
+    # ------------------------------------------------------------ causes
+    def _note_causes(
+        self, events: Sequence[Event], rejections: list[tuple[int, Rejection]], sym_ts: I64
+    ) -> None:
+        """Remember what this batch changed: the symbols whose price moved (the book
+        holds their newest tick, conflation and stale ticks already sorted out) and
+        the newest accepted event time of each account."""
+        book = self._book
+        ticks = self._causes.ticks
+        symbols = self.params.symbols
+        for s in np.flatnonzero(book.sym_ts != sym_ts).tolist():
+            ticks[s] = Tick(symbols[s], float(book.sym_price[s]), int(book.sym_ts[s]))
+        if not events:
+            return
+        rejected = {i for i, _ in rejections} if rejections else ()
+        accounts = self._causes.accounts
+        for i, ev in enumerate(events):
+            if isinstance(ev, Tick) or i in rejected:
+                continue
+            if accounts.get(ev.account, -1) < ev.ts:
+                accounts[ev.account] = ev.ts
+
+    def _take_causes(self) -> Causes:
+        causes, self._causes = self._causes, Causes()
+        return causes
 
     # ------------------------------------------------------------ sinks
     async def start(self) -> None:
@@ -196,8 +266,12 @@ class Engine:
             await sink.start()
 
     async def publish(self, alerts: Sequence[Any]) -> None:
-        for sink in self.sinks:
-            await sink.publish(alerts)
+        """Hand ``alerts`` to every sink: the enqueue-only ones first."""
+        if not alerts:
+            return
+        batch = alerts if isinstance(alerts, AlertBatch) else AlertBatch(alerts)
+        for sink in sorted(self.sinks, key=lambda s: bool(getattr(s, "durable", True))):
+            await sink.publish(batch)
 
     async def flush(self, timeout_s: float) -> None:
         """Wait until every sink has delivered what it was given (checkpoint step 2)."""
@@ -222,4 +296,4 @@ class Engine:
                 pass
 
 
-__all__ = ["AlertEvaluator", "AlertSink", "Applied", "DeliveryError", "Engine"]
+__all__ = ["AlertEvaluator", "AlertSink", "Applied", "Causes", "DeliveryError", "Engine"]

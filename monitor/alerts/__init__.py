@@ -11,6 +11,15 @@ The package itself imports only the light modules (the config loader reads
 """
 
 from monitor.alerts.config import AlertsConfig, MqttConfig
-from monitor.alerts.model import Alert, Culprit, Trigger, Victim, alert_id
+from monitor.alerts.model import Alert, Culprit, SubAccountLoss, Trigger, Victim, alert_id
 
-__all__ = ["Alert", "AlertsConfig", "Culprit", "MqttConfig", "Trigger", "Victim", "alert_id"]
+__all__ = [
+    "Alert",
+    "AlertsConfig",
+    "Culprit",
+    "MqttConfig",
+    "SubAccountLoss",
+    "Trigger",
+    "Victim",
+    "alert_id",
+]

@@ -51,12 +51,16 @@ def cross_ratios(book: MarginBook, slots: I64) -> F64:
     return margin_ratios(mm, eq, book.acc_i[A_NCROSS, slots] > 0)
 
 
-def cross_exposure(book: MarginBook, slots: I64) -> tuple[F64, F64]:
-    """Healthy cross notional and total cross notional of each account in ``slots``."""
+def cross_exposure(book: MarginBook, slots: I64, band: float = 0.0) -> tuple[F64, F64, F64]:
+    """Per account in ``slots``: healthy cross notional (positions with uPnL >= 0),
+    the same counting positions whose loss is within ``band`` of their notional
+    (uPnL >= -band * notional: the contagion rule's hysteresis), and the total
+    cross notional."""
     healthy = np.zeros(slots.shape[0])
+    near = np.zeros(slots.shape[0])
     total = np.zeros(slots.shape[0])
     if slots.shape[0] == 0:
-        return healthy, total
+        return healthy, near, total
     pf, pi = book.pos_f, book.pos_i
     if slots.shape[0] <= _WALK_MAX:
         for j, a in enumerate(slots.tolist()):
@@ -65,10 +69,13 @@ def cross_exposure(book: MarginBook, slots: I64) -> tuple[F64, F64]:
                     continue
                 s = int(pi[P_SYM, p])
                 n = abs(float(pf[P_QTY, p])) * book.mark_of(s, float(pf[P_ENTRY, p]))
+                pu = float(pf[P_UPNL, p])
                 total[j] += n
-                if pf[P_UPNL, p] >= 0.0:
+                if pu >= 0.0:
                     healthy[j] += n
-        return healthy, total
+                if pu >= -band * n:
+                    near[j] += n
+        return healthy, near, total
     n_acc = book.n_accounts
     wanted = np.zeros(n_acc, dtype=bool)
     wanted[slots] = True
@@ -80,10 +87,17 @@ def cross_exposure(book: MarginBook, slots: I64) -> tuple[F64, F64]:
     price = book.sym_price[pi[P_SYM, pos]]
     price = np.where(np.isnan(price), pf[P_ENTRY, pos], price)
     notional = np.abs(pf[P_QTY, pos]) * price
-    ok = pf[P_UPNL, pos] >= 0.0
-    h_all = np.bincount(acct, weights=np.where(ok, notional, 0.0), minlength=n_acc)
+    upnl = pf[P_UPNL, pos]
+    h_all = np.bincount(acct, weights=np.where(upnl >= 0.0, notional, 0.0), minlength=n_acc)
+    b_all = np.bincount(
+        acct, weights=np.where(upnl >= -band * notional, notional, 0.0), minlength=n_acc
+    )
     t_all = np.bincount(acct, weights=notional, minlength=n_acc)
-    return h_all[slots].astype(np.float64), t_all[slots].astype(np.float64)
+    return (
+        h_all[slots].astype(np.float64),
+        b_all[slots].astype(np.float64),
+        t_all[slots].astype(np.float64),
+    )
 
 
 def attribute(

@@ -33,10 +33,15 @@ class AlertsConfig:
     # resolutions always pass).
     min_interval_s: float = 60.0
     # Contagion fires for an account at WARNING or worse whose healthy notional at
-    # risk is > 0 and at least this amount and at least this share of its cross
-    # notional (leave either at 0 to use only the other).
+    # risk is > 0 and at least this amount OR at least this share of its cross
+    # notional (0 disables a condition; both 0: any healthy notional at risk).
     contagion_min_notional: float = 0.0
     contagion_min_share: float = 0.0
+    # Once firing, contagion clears only below (1 - this) times the amount and
+    # share above, and a victim counts as healthy until its loss exceeds
+    # contagion_upnl_band of its notional (monitor.alerts.contagion).
+    contagion_hysteresis: float = 0.2
+    contagion_upnl_band: float = 0.002
     stale_price_s: float = 30.0
 
     def __post_init__(self) -> None:
@@ -57,6 +62,10 @@ class AlertsConfig:
             raise ConfigError(
                 f"alerts.contagion_min_share: must lie in [0, 1], got {self.contagion_min_share!r}"
             )
+        for name in ("contagion_hysteresis", "contagion_upnl_band"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.0 <= value < 1.0):
+                raise ConfigError(f"alerts.{name}: must lie in [0, 1), got {value!r}")
         _positive("alerts", "stale_price_s", self.stale_price_s)
 
     def thresholds(self) -> Thresholds:
@@ -76,14 +85,21 @@ class MqttConfig:
     password: str | None = field(default=None, repr=False)
     tls: bool = False
     tls_ca_file: str | None = None
+    # Client certificate (PEM) and its key, for brokers that require one; the key
+    # may be left out when the certificate file holds it.
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
     client_id: str = "monitor"
     # Above this many alerts per second the sink publishes JSON arrays on
     # <prefix>/alerts/batch instead of one message per alert.
     publish_rate_limit_per_s: float = 2000.0
     batch_max_alerts: int = 1000
-    # Alerts waiting for the broker (also while disconnected); the oldest beyond
-    # this are dropped and counted.
-    queue_max: int = 100_000
+    # Alerts waiting for the broker (also while disconnected), bounded by count
+    # and by memory (encoded alerts plus ~100 bytes each, in MiB); the oldest
+    # beyond either are dropped and counted. A crash of 100,000 accounts
+    # (~200,000 margin and contagion alerts of ~600 bytes: ~140 MiB) fits.
+    queue_max: int = 500_000
+    queue_max_mb: float = 256.0
     summary_interval_s: float = 5.0
     reconnect_max_s: float = 60.0
 
@@ -104,8 +120,11 @@ class MqttConfig:
             raise ConfigError("mqtt.client_id: must not be empty")
         if self.password is not None and self.username is None:
             raise ConfigError("mqtt.password: set mqtt.username too")
-        if self.tls_ca_file is not None and not self.tls:
-            raise ConfigError("mqtt.tls_ca_file: only used with mqtt.tls = true")
+        for name in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+            if getattr(self, name) is not None and not self.tls:
+                raise ConfigError(f"mqtt.{name}: only used with mqtt.tls = true")
+        if self.tls_key_file is not None and self.tls_cert_file is None:
+            raise ConfigError("mqtt.tls_key_file: set mqtt.tls_cert_file (the certificate) too")
         _positive("mqtt", "publish_rate_limit_per_s", self.publish_rate_limit_per_s)
         _positive("mqtt", "summary_interval_s", self.summary_interval_s)
         _positive("mqtt", "reconnect_max_s", self.reconnect_max_s)
@@ -113,3 +132,4 @@ class MqttConfig:
             raise ConfigError(f"mqtt.batch_max_alerts: must be >= 1, got {self.batch_max_alerts}")
         if self.queue_max < 1:
             raise ConfigError(f"mqtt.queue_max: must be >= 1, got {self.queue_max}")
+        _positive("mqtt", "queue_max_mb", self.queue_max_mb)

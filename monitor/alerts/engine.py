@@ -8,7 +8,8 @@ severity that starts firing or is resolved; nothing is emitted while the
 level holds, however often the account is re-evaluated.
 
 Kinds: ``margin`` (the level), ``contagion`` (the level, while the account's
-healthy notional at risk passes the configured amount and share), and
+healthy notional at risk passes the configured amount or share, with
+hysteresis: :mod:`monitor.alerts.contagion`), and
 ``stale_price`` (no tick for a symbol with open positions, in processing
 time). ``cascade`` alerts are built by the market-level code and pass through
 :meth:`AlertEngine.admit`.
@@ -17,20 +18,28 @@ The cross part is handled with array operations over the dirty slots; only
 units whose alerts change are visited one by one, so a calm tick costs a few
 vector operations and a crash costs one visit per account that moved.
 
-Times: ``ts`` of an alert is event time (the triggering tick, else the book's
-last event), ``emitted_at`` is the injected clock's processing time; flood
-control and staleness run on the clock.
+Times: ``ts`` of an alert is event time, ``emitted_at`` the injected clock's
+processing time; flood control and staleness run on the clock. The trigger
+and ``ts`` are chosen per unit from the evaluation's
+:class:`~monitor.engine.Causes`: the trigger is the newest tick among the
+symbols the unit holds (cross positions and tick-priced collateral of the
+cross part; the position's symbol for an isolated unit; ties by symbol name),
+``ts`` the newer of that tick and the account's own events in the batch.
+Without either (an account revisited on the periodic pass), a firing that
+flood control held back keeps the cause it was held back with; anything else
+takes the account's latest event time in the book.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import structlog
 
+from monitor.alerts import state as wire_state
 from monitor.alerts.attribution import (
     attribute,
     cross_exposure,
@@ -39,7 +48,8 @@ from monitor.alerts.attribution import (
     isolated_figures,
 )
 from monitor.alerts.config import AlertsConfig
-from monitor.alerts.flood import FloodControl
+from monitor.alerts.contagion import contagion_holds
+from monitor.alerts.flood import Cause, FloodControl
 from monitor.alerts.fsm import (
     LABELS,
     Change,
@@ -52,6 +62,7 @@ from monitor.alerts.fsm import (
 )
 from monitor.alerts.metrics import AlertMetrics
 from monitor.alerts.model import (
+    KINDS,
     MARKET,
     Alert,
     Culprit,
@@ -60,8 +71,11 @@ from monitor.alerts.model import (
     Trigger,
     Victim,
     alert_id,
+    by_sub_account,
     wire_account,
 )
+from monitor.alerts.state import VERSION as STATE_VERSION
+from monitor.alerts.state import check_version, flood_from, flood_json
 from monitor.book.layout import (
     A_MM,
     A_NISO,
@@ -75,18 +89,22 @@ from monitor.book.layout import (
 )
 from monitor.book.store import MarginBook
 from monitor.clock import Clock
-from monitor.errors import ConfigError
+from monitor.engine import Causes
+from monitor.errors import ConfigError, StateError
 from monitor.events.schema import Tick
 from monitor.risk.levels import Status
 
 I64 = npt.NDArray[np.int64]
+log = structlog.get_logger("monitor.alerts")
 
 _TOP = np.array([top(m) for m in range(8)], dtype=np.int8)
 _EMPTY = np.zeros(0, dtype=np.int64)
 _MARGIN, _CONTAGION = 0, 1
 _CROSS_KINDS: tuple[tuple[int, Kind], ...] = ((_MARGIN, "margin"), (_CONTAGION, "contagion"))
+_NO_CAUSES = Causes()
 
-Emitted = list[tuple[Change, int]]  # (change, highest active severity before it)
+# (change, highest active severity before it, its cause)
+Emitted = list[tuple[Change, int, Cause]]
 
 
 class AlertEngine:
@@ -109,9 +127,12 @@ class AlertEngine:
         self._metrics = AlertMetrics(registry)
         self._count = {
             (k, s): self._metrics.alerts.labels(kind=k, state=s)
-            for k in ("margin", "contagion", "stale_price", "cascade")
+            for k in KINDS
             for s in ("firing", "resolved")
         }
+        # every kind's series exists from the start (a rate over a missing series is
+        # no rate at all)
+        self._suppressed = {k: self._metrics.suppressed.labels(kind=k) for k in KINDS}
         self._log = structlog.get_logger("monitor.alerts")
         # cross part, by account slot
         self._lvl = np.zeros(0, dtype=np.int8)
@@ -127,35 +148,56 @@ class AlertEngine:
         self._book: MarginBook | None = None
         self._ids: list[str] = []  # account ids of that book, by slot
         self.suppressed: dict[str, int] = {}
+        # the evaluation in progress: its causes, and the causes of the deferred
+        # firings it revisits, by (account slot, unit)
+        self._causes = _NO_CAUSES
+        self._due: dict[tuple[int, str], Cause] = {}
 
     # ------------------------------------------------------------ evaluation
     def evaluate(
-        self, book: MarginBook, slots: Sequence[int] | I64, trigger: Tick | None = None
+        self,
+        book: MarginBook,
+        slots: Sequence[int] | I64,
+        trigger: Tick | None = None,
+        *,
+        causes: Causes | None = None,
     ) -> list[Alert]:
-        """Alerts for the accounts of ``book.drain_dirty()`` (``slots``), caused by
-        ``trigger`` (the tick, if one). Also revisits accounts held inside a
-        hysteresis band and firings deferred by flood control that are now due."""
+        """Alerts for the accounts of ``book.drain_dirty()`` (``slots``), blamed on
+        ``causes`` (what the batches since the last evaluation changed; a single
+        ``trigger`` tick is shorthand for causes holding only it). Also revisits
+        accounts held inside a hysteresis band and firings deferred by flood
+        control that are now due."""
         self._check_book(book)
+        if causes is None:
+            causes = _NO_CAUSES
+            if trigger is not None:
+                causes = Causes({book.params.symbol_id[trigger.symbol]: trigger})
         now = self._clock.now_ms()
-        ts = trigger.ts if trigger is not None else int(book.last_event_ts)
-        trig = None if trigger is None else Trigger(trigger.symbol, trigger.price, trigger.ts)
         self._grow(book.n_accounts)
         out: list[Alert] = []
         extra = set(self._held)
-        for key in self._flood.due(now):
-            if isinstance(key, tuple) and key[0] in ("x", "i"):
+        self._causes = causes
+        for key, deferred in self._flood.due(now):
+            if key[0] == "a":
                 extra.add(key[1])
-        cand = np.asarray(slots, dtype=np.int64)
-        if extra:
-            cand = np.unique(np.concatenate((cand, np.fromiter(extra, np.int64, len(extra)))))
-        if cand.shape[0]:
-            self._cross(book, cand, ts, now, trig, out)
-            iso = cand[(book.acc_i[A_NISO, cand] > 0) | self._has_iso[cand]]
-            for a in iso.tolist():
-                if self._isolated(book, a, ts, now, trig, out):
-                    self._held.add(a)
-        if self._stale:
-            self._stale_pass(book, now, list(self._stale), out)
+                for unit, cause in deferred.causes.items():
+                    self._due[(key[1], unit)] = cause
+        try:
+            cand = np.asarray(slots, dtype=np.int64)
+            if extra:
+                more = np.fromiter(extra, np.int64, len(extra))
+                cand = np.unique(np.concatenate((cand, more)))
+            if cand.shape[0]:
+                self._cross(book, cand, now, out)
+                iso = cand[(book.acc_i[A_NISO, cand] > 0) | self._has_iso[cand]]
+                for a in iso.tolist():
+                    if self._isolated(book, a, now, out):
+                        self._held.add(a)
+            if self._stale:
+                self._stale_pass(book, now, list(self._stale), out)
+        finally:
+            self._causes = _NO_CAUSES
+            self._due.clear()
         self._finish(out)
         return out
 
@@ -164,11 +206,12 @@ class AlertEngine:
         accounts the book does not report as dirty)."""
         return self.evaluate(book, np.arange(book.n_accounts, dtype=np.int64))
 
-    def poll(self, book: MarginBook) -> list[Alert]:
+    def poll(self, book: MarginBook, causes: Causes | None = None) -> list[Alert]:
         """Periodic housekeeping (call every second or so): the accounts at or above
         warning (their contagion exposure moves with every price although their
         level does not, and the book only reports level changes as dirty),
-        deferred firings that became due, and stale prices."""
+        deferred firings that became due, and stale prices. ``causes``: what changed
+        since the last evaluation (see :meth:`evaluate`)."""
         self._check_book(book)
         at_risk = np.flatnonzero(book.status >= Status.WARNING)
         if self._iso:
@@ -177,7 +220,9 @@ class AlertEngine:
         iso_at_risk = book.isolated_at_risk()
         if iso_at_risk.shape[0]:
             at_risk = np.union1d(at_risk, iso_at_risk)
-        return self.evaluate(book, at_risk) + self.check_stale(book, self._clock.now_ms())
+        return self.evaluate(book, at_risk, causes=causes) + self.check_stale(
+            book, self._clock.now_ms()
+        )
 
     def check_stale(self, book: MarginBook, now_ms: int) -> list[Alert]:
         """``stale_price`` alerts: a symbol with open positions that has had no tick
@@ -185,9 +230,7 @@ class AlertEngine:
         last of its positions closing) resolves it."""
         self._check_book(book)
         ni = book.params.n_instruments
-        if self._seen_ts.shape[0] < ni:
-            self._seen_ts = np.full(ni, -2, dtype=np.int64)
-            self._seen_at = np.full(ni, now_ms, dtype=np.int64)
+        self._init_seen(book, now_ms)
         last = book.sym_ts[:ni]
         opened = book.sym_len[:ni] > 0
         # The staleness clock restarts on every new tick and while nothing is open.
@@ -202,16 +245,17 @@ class AlertEngine:
         return out
 
     def admit(self, alerts: Sequence[Any]) -> list[Any]:
-        """Count and log alerts built elsewhere (the market-level ``cascade``): any
-        object with ``id``, ``kind`` and ``state`` (``firing``/``breached`` or
-        ``resolved``)."""
-        out = list(alerts)
+        """Count, stamp and log alerts built elsewhere (the market-level ``cascade``,
+        :class:`~monitor.cascade.watch.CascadeAlert`): any object with ``id``,
+        ``kind`` and ``state`` (``firing`` or ``resolved``); one offering
+        ``stamped(now_ms)`` gets its ``emitted_at`` from the clock."""
+        now = self._clock.now_ms()
+        out = [a.stamped(now) if hasattr(a, "stamped") else a for a in alerts]
         for a in out:
             state = "resolved" if a.state == "resolved" else "firing"
             self._metrics.alerts.labels(kind=a.kind, state=state).inc()
             self._log.info(
-                "alert", id=getattr(a, "id", None) or getattr(a, "alert_id", None),
-                kind=a.kind, account=wire_account(a), state=a.state,
+                "alert", id=a.id, kind=a.kind, account=wire_account(a), state=a.state,
                 severity=getattr(a, "severity", None),
             )  # fmt: skip
         return out
@@ -244,11 +288,183 @@ class AlertEngine:
             "deferred": self._flood.pending,
         }
 
+    # ------------------------------------------------------------ state
+    def export_state(
+        self, book: MarginBook, accounts: Iterable[int] | None = None
+    ) -> dict[str, Any]:
+        """The alert state of the accounts at slots ``accounts`` of ``book`` (None:
+        every account), keyed by account id, plus the market-level state (stale
+        prices), as plain JSON values (:mod:`monitor.alerts.state`).
+
+        Per account: the hysteresis level of the cross part, the severities
+        consumers were told are firing per kind, each isolated unit's level and
+        firing severities, and flood control's window and deferred firings. An
+        account with nothing to remember is left out. Flood windows are
+        processing-clock times: after a restart on the wall clock a window that
+        began before the crash still limits firings until it ends, and a firing
+        it held back still goes out when due (if still owed)."""
+        self._check_book(book)
+        n = book.n_accounts
+        self._grow(n)
+        busy = set(
+            np.flatnonzero(
+                (self._lvl[:n] != 0) | (self._act[:, :n] != 0).any(axis=0) | self._has_iso[:n]
+            ).tolist()
+        )
+        now = self._clock.now_ms()
+        windows = {
+            k: w for k, w in self._flood.windows.items() if now - w[0] < self._flood.interval_ms
+        }
+        deferred = self._flood.deferred
+        for key in (*windows, *deferred):
+            if key[0] == "a" and key[1] < n:
+                busy.add(key[1])
+        if accounts is not None:
+            busy &= {int(a) for a in accounts}
+        symbols = book.params.symbols
+        out: dict[str, Any] = {}
+        for a in sorted(busy):
+            entry: dict[str, Any] = {
+                "level": int(self._lvl[a]),
+                "margin": int(self._act[_MARGIN, a]),
+                "contagion": int(self._act[_CONTAGION, a]),
+            }
+            units = self._iso.get(a)
+            if units:
+                entry["isolated"] = {symbols[s]: [lv, act] for s, (lv, act) in units.items()}
+            flood = {}
+            for kind in ("margin", "contagion"):
+                key = ("a", a, kind)
+                if key in windows or key in deferred:
+                    flood[kind] = flood_json(windows.get(key), deferred.get(key))
+            if flood:
+                entry["flood"] = flood
+            out[book.account_ids[a]] = entry
+        stale = {
+            symbols[s]: {"active": m, "last_tick_ts": int(self._seen_ts[s])}
+            for s, m in self._stale.items()
+            if m
+        }
+        market_flood = {
+            symbols[key[1]]: flood_json(windows.get(key), deferred.get(key))
+            for key in {*windows, *deferred}
+            if key[0] == "s"
+        }
+        return {
+            "version": STATE_VERSION,
+            "accounts": out,
+            "market": {"stale": stale, "flood": market_flood},
+        }
+
+    def import_state(self, book: MarginBook, state: Mapping[str, Any]) -> None:
+        """Take over state written by :meth:`export_state` (a restart), for ``book``.
+
+        Merging: each account in ``state`` gets exactly its exported state; the
+        others keep theirs. Accounts ``book`` does not hold are ignored (their
+        owner alerts for them), as are isolated units and stale prices of symbols
+        the instruments no longer have. Imported accounts are revisited by the
+        next evaluation (:meth:`Engine.go_live <monitor.engine.Engine.go_live>`),
+        which resolves what recovered meanwhile and emits nothing for what did
+        not change. Raises :class:`~monitor.errors.StateError` naming the entry on
+        malformed state."""
+        check_version(state)
+        self._check_book(book)
+        self._grow(book.n_accounts)
+        symbol_id = book.params.symbol_id
+        accounts = state.get("accounts") or {}
+        ignored = 0
+        for account, entry in accounts.items():
+            where = f"alert state: account {account!r}"
+            a = book.slot_of(account)
+            if a is None:
+                ignored += 1
+                continue
+            try:
+                lvl = wire_state.level(entry.get("level", 0), f"{where}: level")
+                margin = wire_state.mask(entry.get("margin", 0), f"{where}: margin")
+                contagion = wire_state.mask(entry.get("contagion", 0), f"{where}: contagion")
+                units: dict[int, list[int]] = {}
+                for symbol, (ulv, uact) in (entry.get("isolated") or {}).items():
+                    s = symbol_id.get(symbol)
+                    if s is None:
+                        log.warning("alert state: unknown symbol dropped", symbol=symbol)
+                        continue
+                    units[s] = [
+                        wire_state.level(ulv, f"{where}: {symbol}"),
+                        wire_state.mask(uact, f"{where}: {symbol}"),
+                    ]
+                flood = {kind: flood_from(raw) for kind, raw in (entry.get("flood") or {}).items()}
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                raise StateError(f"{where}: malformed ({exc})") from exc
+            self._forget_slot(a)
+            self._lvl[a] = lvl
+            self._act[_MARGIN, a] = margin
+            self._act[_CONTAGION, a] = contagion
+            if units:
+                self._iso[a] = units
+                self._has_iso[a] = True
+            for kind, (window, deferred) in flood.items():
+                self._flood.restore(("a", a, kind), window, deferred)
+            self._held.add(a)
+        self._import_market(book, state.get("market") or {})
+        if ignored:
+            log.info("alert state: accounts not in this book ignored", accounts=ignored)
+
+    def forget(self, account_ids: Iterable[str]) -> None:
+        """Drop every account's alert state (its partition moved to another
+        instance, which alerts for it from now on)."""
+        book = self._book
+        if book is None:
+            return
+        for account in account_ids:
+            a = book.slot_of(account)
+            if a is not None and a < self._lvl.shape[0]:
+                self._forget_slot(a)
+
+    def _forget_slot(self, a: int) -> None:
+        self._lvl[a] = 0
+        self._act[:, a] = 0
+        self._has_iso[a] = False
+        self._iso.pop(a, None)
+        self._held.discard(a)
+        for kind in ("margin", "contagion"):
+            self._flood.restore(("a", a, kind), None, None)
+
+    def _import_market(self, book: MarginBook, market: Mapping[str, Any]) -> None:
+        symbol_id = book.params.symbol_id
+        now = self._clock.now_ms()
+        try:
+            stale = {
+                symbol_id[sym]: (wire_state.mask(v["active"], sym), int(v["last_tick_ts"]))
+                for sym, v in (market.get("stale") or {}).items()
+                if sym in symbol_id
+            }
+            flood = {
+                symbol_id[sym]: flood_from(raw)
+                for sym, raw in (market.get("flood") or {}).items()
+                if sym in symbol_id
+            }
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"alert state: market: malformed ({exc})") from exc
+        if stale:
+            self._init_seen(book, now)
+            for s, (active, last) in stale.items():
+                # firing until the next tick after the one it last saw (the staleness
+                # clock itself restarts: processing time did not run while down)
+                self._stale[s] = active
+                self._seen_ts[s] = last
+                self._seen_at[s] = now
+        for s, (window, deferred) in flood.items():
+            self._flood.restore(("s", s), window, deferred)
+
+    def _init_seen(self, book: MarginBook, now_ms: int) -> None:
+        ni = book.params.n_instruments
+        if self._seen_ts.shape[0] < ni:
+            self._seen_ts = np.full(ni, -2, dtype=np.int64)
+            self._seen_at = np.full(ni, now_ms, dtype=np.int64)
+
     # ------------------------------------------------------------ cross part
-    def _cross(
-        self, book: MarginBook, cand: I64, ts: int, now: int, trig: Trigger | None,
-        out: list[Alert],
-    ) -> None:  # fmt: skip
+    def _cross(self, book: MarginBook, cand: I64, now: int, out: list[Alert]) -> None:
         cfg = self.config
         mr = cross_ratios(book, cand)
         new = advance_many(self._lvl[cand], mr, self._hyst)
@@ -256,12 +472,9 @@ class AlertEngine:
         lc = np.zeros_like(new)
         at = np.flatnonzero(new >= Status.WARNING)
         if at.shape[0]:
-            healthy, total = cross_exposure(book, cand[at])
-            ok = (
-                (healthy > 0.0)
-                & (healthy >= cfg.contagion_min_notional)
-                & (healthy >= cfg.contagion_min_share * total)
-            )
+            healthy, near, total = cross_exposure(book, cand[at], cfg.contagion_upnl_band)
+            firing = self._act[_CONTAGION, cand[at]] != 0
+            ok = contagion_holds(healthy, near, total, firing, cfg)
             lc[at] = np.where(ok, new[at], 0)
         am = self._act[_MARGIN, cand]
         ac = self._act[_CONTAGION, cand]
@@ -278,16 +491,19 @@ class AlertEngine:
             mm = float(book.acc_f[A_MM, a])
             ratio = float(mr[j])
             attr: tuple[tuple[Culprit, ...], tuple[Victim, ...], float] | None = None
+            cause = self._cause(book, a, "cross", None)
             for k, kind in _CROSS_KINDS:
                 level = levels[k]
                 active = int(self._act[k, a])
                 if _TOP[active] == level:
                     continue
-                active, emitted = self._settle(("x", a, kind), kind, active, level, now)
+                active, emitted = self._settle(
+                    ("a", a, kind), "cross", kind, active, level, now, cause
+                )
                 self._act[k, a] = active
                 if emitted and attr is None:
                     attr = attribute(book, a, levels[0])
-                for c, before in emitted:
+                for c, before, (ts, trig) in emitted:
                     assert attr is not None
                     out.append(
                         self._make(
@@ -297,10 +513,7 @@ class AlertEngine:
                     )  # fmt: skip
 
     # ------------------------------------------------------------ isolated
-    def _isolated(
-        self, book: MarginBook, a: int, ts: int, now: int, trig: Trigger | None,
-        out: list[Alert],
-    ) -> bool:  # fmt: skip
+    def _isolated(self, book: MarginBook, a: int, now: int, out: list[Alert]) -> bool:
         """Isolated positions of account ``a``; True if one sits in a hysteresis band."""
         units: dict[int, int] = {}
         for p in book.positions_of(a):
@@ -328,12 +541,15 @@ class AlertEngine:
             in_band |= level > raw
             if top(st[1]) != level:
                 symbol = book.params.symbols[s]
-                st[1], emitted = self._settle(("i", a, s), "margin", st[1], level, now)
-                for c, before in emitted:
+                unit = f"isolated:{symbol}"
+                cause = self._cause(book, a, unit, s)
+                key = ("a", a, "margin")
+                st[1], emitted = self._settle(key, unit, "margin", st[1], level, now, cause)
+                for c, before, (ts, trig) in emitted:
                     out.append(
                         self._make(
-                            "margin", c, account, f"isolated:{symbol}", before, level, ts, now,
-                            ratio, eq, mm, trig, culprits, (), 0.0, isolated_symbol=symbol,
+                            "margin", c, account, unit, before, level, ts, now, ratio, eq, mm,
+                            trig, culprits, (), 0.0, isolated_symbol=symbol,
                         )
                     )  # fmt: skip
             if st == [0, 0]:
@@ -344,6 +560,62 @@ class AlertEngine:
             del self._iso[a]
         self._has_iso[a] = bool(states)
         return in_band
+
+    # ------------------------------------------------------------ causes
+    def _cause(self, book: MarginBook, a: int, unit: str, iso_symbol: int | None) -> Cause:
+        """Event time and trigger of a unit's alerts in this evaluation (see the
+        module docstring)."""
+        causes = self._causes
+        best: Tick | None = None
+        if causes.ticks:
+            symbols = [iso_symbol] if iso_symbol is not None else self._cross_symbols(book, a)
+            for s in symbols:
+                t = causes.ticks.get(s)
+                if t is not None and (
+                    best is None or t.ts > best.ts or (t.ts == best.ts and t.symbol > best.symbol)
+                ):
+                    best = t
+        ev = causes.accounts.get(book.account_ids[a]) if causes.accounts else None
+        if best is None and ev is None:
+            # nothing new: a firing held back keeps the cause it was held back with
+            held = self._due.get((a, unit))
+            for kind in ("margin", "contagion"):
+                if held is not None:
+                    break
+                d = self._flood.deferred.get(("a", a, kind))
+                held = None if d is None else d.causes.get(unit)
+            if held is not None:
+                return held
+            return self._account_ts(book, a), None
+        if best is None:
+            assert ev is not None
+            return ev, None
+        ts = best.ts if ev is None else max(best.ts, ev)
+        return ts, Trigger(best.symbol, best.price, best.ts)
+
+    @staticmethod
+    def _cross_symbols(book: MarginBook, a: int) -> list[int]:
+        """Symbols whose ticks move the cross part of ``a``: its cross positions' and
+        the price symbols of the collateral it holds."""
+        out = [
+            int(book.pos_i[P_SYM, p])
+            for p in book.positions_of(a)
+            if book.pos_i[P_MODE, p] == MODE_CROSS
+        ]
+        price_sym = book.params.asset_price_sym
+        for k in np.flatnonzero(book.bal[:, a] != 0.0).tolist():
+            if price_sym[k] >= 0:
+                out.append(int(price_sym[k]))
+        return out
+
+    @staticmethod
+    def _account_ts(book: MarginBook, a: int) -> int:
+        """The newest event time the book holds for account ``a`` (its balances and
+        open positions), else the book's."""
+        ts = int(book.bal_ts[:, a].max(initial=-1))
+        for p in book.positions_of(a):
+            ts = max(ts, int(book.pos_ts[p]))
+        return ts if ts >= 0 else int(book.last_event_ts)
 
     # ------------------------------------------------------------ stale prices
     def _stale_pass(
@@ -372,8 +644,10 @@ class AlertEngine:
             # event time the book has reached
             ticked = not is_stale and last_ts >= 0 and last_ts != int(self._seen_ts[s])
             at = last_ts if ticked else ts
-            active, emitted = self._settle(("s", s), "stale_price", active, level, now)
-            for c, before in emitted:
+            active, emitted = self._settle(
+                ("s", s), "market", "stale_price", active, level, now, (at, trig)
+            )
+            for c, before, _ in emitted:
                 out.append(
                     self._make(
                         "stale_price", c, MARKET, f"stale:{symbol}", before, level, at, now,
@@ -387,10 +661,12 @@ class AlertEngine:
 
     # ------------------------------------------------------------ common
     def _settle(
-        self, key: Hashable, kind: Kind, active: int, level: int, now: int
-    ) -> tuple[int, Emitted]:
+        self, key: tuple[Any, ...], unit: str, kind: Kind, active: int, level: int, now: int,
+        cause: Cause,
+    ) -> tuple[int, Emitted]:  # fmt: skip
         """What brings a unit's active severities to ``level``, through flood
-        control: the new active set and the changes to emit."""
+        control: the new active set and the changes to emit, each with its cause
+        (a firing held back keeps ``cause`` for when it goes out)."""
         before = top(active)
         _, changes = reconcile(active, level)
         # a firing that comes with a resolution is the level left standing
@@ -402,16 +678,16 @@ class AlertEngine:
                     # the lower level left standing when a higher one resolves
                     self._flood.record(key, c.severity, now)
                 elif not self._flood.allow(key, c.severity, now):
-                    if self._flood.defer(key, c.severity):
-                        self._metrics.suppressed.labels(kind=kind).inc()
+                    if self._flood.defer(key, unit, c.severity, cause):
+                        self._suppressed[kind].inc()
                         self.suppressed[kind] = self.suppressed.get(kind, 0) + 1
                     continue
                 active |= bit(c.severity)
             else:
                 active &= ~bit(c.severity)
-            emitted.append((c, before))
+            emitted.append((c, before, cause))
         if top(active) == level:
-            self._flood.settle(key)
+            self._flood.settle(key, unit)
         return active, emitted
 
     def _make(
@@ -438,6 +714,7 @@ class AlertEngine:
             culprits=culprits,
             victims=victims,
             healthy_notional_at_risk=at_risk,
+            culprit_sub_accounts=by_sub_account(culprits),
             isolated_symbol=isolated_symbol,
         )
 
@@ -509,8 +786,8 @@ class AlertEngine:
         self._held = {moved[a] for a in self._held if a in moved}
         self._flood.rekey(
             lambda key: (
-                ((key[0], moved[key[1]], *key[2:]) if key[1] in moved else None)
-                if key[0] in ("x", "i")
+                (("a", moved[key[1]], key[2]) if key[1] in moved else None)
+                if key[0] == "a"
                 else key
             )
         )

@@ -2,9 +2,12 @@
 JSONL line or MQTT message; MQTT batches are JSON arrays of them).
 
 Field order is the wire contract's. Non-finite numbers (an infinite margin
-ratio when equity is gone) are written as null. ``isolated_symbol`` appears
-only on alerts about an isolated position (its own unit); alerts about an
-account's cross part carry exactly the contract's fields.
+ratio when equity is gone) are written as null. Two fields follow the
+contract's, each only when it has something to say: ``culprit_sub_accounts``
+(the culprits' losses summed by sub-account, largest loss first: the same
+aggregation as ``monitor evaluate``), and ``isolated_symbol`` on alerts about
+an isolated position (its own unit). The ``culprits`` list itself stays one
+entry per losing position, as the contract says.
 """
 
 from __future__ import annotations
@@ -40,6 +43,25 @@ class Culprit(msgspec.Struct, frozen=True, gc=False):
     unrealized_pnl: float
 
 
+class SubAccountLoss(msgspec.Struct, frozen=True, gc=False):
+    """The culprits of one sub-account, their uPnL summed."""
+
+    sub_account: str
+    unrealized_pnl: float
+
+
+def by_sub_account(culprits: Sequence[Culprit]) -> tuple[SubAccountLoss, ...]:
+    """Culprits aggregated by sub-account, largest loss first (ties by name)."""
+    if not culprits:
+        return ()
+    total: dict[str, float] = {}
+    for c in culprits:
+        total[c.sub_account] = total.get(c.sub_account, 0.0) + c.unrealized_pnl
+    return tuple(
+        SubAccountLoss(k, v) for k, v in sorted(total.items(), key=lambda kv: (kv[1], kv[0]))
+    )
+
+
 class Victim(msgspec.Struct, frozen=True, gc=False):
     """A healthy cross position a liquidation of the account would force-close."""
 
@@ -66,6 +88,7 @@ class Alert(msgspec.Struct, frozen=True, omit_defaults=True):
     culprits: tuple[Culprit, ...]
     victims: tuple[Victim, ...]
     healthy_notional_at_risk: float
+    culprit_sub_accounts: tuple[SubAccountLoss, ...] = ()
     isolated_symbol: str | None = None
 
     def to_json_bytes(self) -> bytes:
@@ -94,6 +117,30 @@ def batch_from_json_bytes(data: bytes) -> list[Alert]:
 def encode_batch(alerts: Sequence[Any]) -> bytes:
     """A JSON array of alerts (the MQTT batch payload)."""
     return b"[" + b",".join(wire_bytes(a) for a in alerts) + b"]"
+
+
+class AlertBatch(list[Any]):
+    """The alerts of one publish, encoded at most once for all the sinks that
+    receive them (encoding is most of a sink's cost per alert)."""
+
+    __slots__ = ("_payloads",)
+
+    def __init__(self, alerts: Sequence[Any] = ()) -> None:
+        super().__init__(alerts)
+        self._payloads: list[bytes] | None = None
+
+    @property
+    def payloads(self) -> list[bytes]:
+        if self._payloads is None or len(self._payloads) != len(self):
+            self._payloads = [wire_bytes(a) for a in self]
+        return self._payloads
+
+
+def payloads(alerts: Sequence[Any]) -> list[bytes]:
+    """The wire bytes of ``alerts``, shared when they come as an :class:`AlertBatch`."""
+    if isinstance(alerts, AlertBatch):
+        return alerts.payloads
+    return [wire_bytes(a) for a in alerts]
 
 
 def wire_bytes(alert: Any) -> bytes:

@@ -2,24 +2,36 @@
 configured threshold (amplification or notional liquidated), once per
 crossing, never once per evaluation.
 
-Per scenario a two-state machine, ``calm -> breached`` when either figure is
-at or above its threshold, ``breached -> calm`` (a ``resolved`` alert) only
-when both are below ``clear_ratio`` times their thresholds: the same
-hysteresis as the account levels, so a figure hovering at the threshold
-does not flap. The alert id derives from (scenario, transition, event time),
-so a re-delivered alert can be de-duplicated.
+Per scenario a two-state machine, ``calm -> breached`` (a ``firing`` alert)
+when either figure is at or above its threshold, ``breached -> calm`` (a
+``resolved`` alert) only when both are below ``clear_ratio`` times their
+thresholds: the same hysteresis as the account levels, so a figure hovering
+at the threshold does not flap.
+
+The alert speaks the wire contract of every other alert
+(:mod:`monitor.alerts.model`): ``kind`` ``cascade``, ``severity`` ``critical``,
+``state`` ``firing``/``resolved``, ``account`` ``market``, a stable ``id`` from
+(scenario, transition, event time) so a re-delivered alert can be
+de-duplicated, the account-level fields empty, ``healthy_notional_at_risk``
+the healthy notional the cascade would destroy, and the cascade's own figures
+under ``cascade``. ``emitted_at`` is stamped when the alert engine admits it
+(nothing here reads a clock; until then it is the event time).
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import orjson
+
+from monitor.alerts.model import MARKET, alert_id
 from monitor.cascade.engine import CascadeResult
 from monitor.risk.report import finite
 
-State = Literal["breached", "resolved"]
+State = Literal["firing", "resolved"]
+SEVERITY = "critical"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,36 +45,65 @@ class CascadeAlert:
     amplification_threshold: float
     notional_threshold: float
     ts: int  # event time of the book the cascade ran on (epoch ms)
+    healthy_notional_destroyed: float = 0.0
+    emitted_at: int | None = None  # processing time, stamped by AlertEngine.admit
 
     @property
     def kind(self) -> str:
         return "cascade"
 
     @property
-    def key(self) -> str:
-        """Kafka key of market-level alerts."""
-        return "market"
+    def severity(self) -> str:
+        return SEVERITY
 
     @property
-    def alert_id(self) -> str:
-        raw = f"cascade|{self.shock}|{self.state}|{self.ts}".encode()
-        return hashlib.sha256(raw).hexdigest()[:24]
+    def account(self) -> str:
+        """Market-level: the Kafka key and the last MQTT topic level."""
+        return MARKET
+
+    @property
+    def firing(self) -> bool:
+        return self.state == "firing"
+
+    @property
+    def id(self) -> str:
+        before, after = ("healthy", SEVERITY) if self.firing else (SEVERITY, "healthy")
+        transition = f"{before}->{after}:{SEVERITY}:{self.state}"
+        return alert_id(MARKET, f"cascade:{self.shock}", "cascade", transition, self.ts)
+
+    def stamped(self, now_ms: int) -> CascadeAlert:
+        """The same alert with its processing time (``emitted_at``) set."""
+        return dataclasses.replace(self, emitted_at=now_ms)
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "id": self.alert_id,
-            "type": self.kind,
-            "key": self.key,
-            "shock": self.shock,
+            "id": self.id,
+            "kind": self.kind,
+            "severity": SEVERITY,
             "state": self.state,
-            "amplification": finite(self.amplification),
-            "liquidated_notional": self.liquidated_notional,
-            "accounts_liquidated": self.accounts_liquidated,
-            "bad_debt": self.bad_debt,
-            "amplification_threshold": self.amplification_threshold,
-            "notional_threshold": self.notional_threshold,
+            "account": MARKET,
             "ts": self.ts,
+            "emitted_at": self.ts if self.emitted_at is None else self.emitted_at,
+            "margin_ratio": None,
+            "equity": None,
+            "maintenance_margin": None,
+            "trigger": None,
+            "culprits": [],
+            "victims": [],
+            "healthy_notional_at_risk": self.healthy_notional_destroyed,
+            "cascade": {
+                "shock": self.shock,
+                "amplification": finite(self.amplification),
+                "liquidated_notional": self.liquidated_notional,
+                "accounts_liquidated": self.accounts_liquidated,
+                "bad_debt": self.bad_debt,
+                "amplification_threshold": self.amplification_threshold,
+                "notional_threshold": self.notional_threshold,
+            },
         }
+
+    def to_json_bytes(self) -> bytes:
+        return orjson.dumps(self.to_json())
 
 
 class CascadeWatch:
@@ -103,7 +144,7 @@ class CascadeWatch:
             return None
         return CascadeAlert(
             shock=shock,
-            state="breached" if now else "resolved",
+            state="firing" if now else "resolved",
             amplification=amp,
             liquidated_notional=notional,
             accounts_liquidated=result.accounts_liquidated,
@@ -111,4 +152,5 @@ class CascadeWatch:
             amplification_threshold=self.amplification_threshold,
             notional_threshold=self.notional_threshold,
             ts=ts,
+            healthy_notional_destroyed=result.healthy_notional_destroyed,
         )

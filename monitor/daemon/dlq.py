@@ -4,13 +4,16 @@ Each rejected record is sent with its original key and value and the headers
 ``reason``, ``detail``, ``source_topic``, ``partition`` and ``offset``; it is
 counted by topic and reason and logged (at most a few lines per reason and
 interval, then a count of the lines held back, so a flood of bad input cannot
-flood the log). Sends are enqueued by :meth:`pump`; :meth:`flush` awaits every
-delivery and is step 2 of the checkpoint sequence.
+flood the log). Sends are enqueued by :meth:`pump` in record batches
+(:class:`~monitor.sinks.kafka.BatchProducer`: a broker problem never raises
+there, it is recorded and the records are sent again, in order, at the next
+flush); :meth:`flush` awaits every delivery and is step 2 of the checkpoint
+sequence: it raises :class:`~monitor.engine.DeliveryError` if anything is not
+confirmed, so the checkpoint is skipped and nothing is lost.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -20,6 +23,8 @@ from monitor.engine import DeliveryError
 from monitor.events.decode import Rejection
 from monitor.logs import get_logger
 from monitor.metrics.instruments import Metrics
+from monitor.sinks.base import SinkError
+from monitor.sinks.kafka import BatchProducer, Record
 
 log = get_logger("monitor.daemon.dlq")
 
@@ -34,12 +39,13 @@ class DeadLetters:
     def __init__(
         self, producer: AIOKafkaProducer | None, topic: str, metrics: Metrics, clock: Clock
     ) -> None:
-        self._producer = producer
         self.topic = topic
+        self._out = (
+            None if producer is None else BatchProducer(producer, topic, name="dead letters")
+        )
         self._metrics = metrics
         self._clock = clock
         self._pending: list[tuple[Any, Rejection]] = []
-        self._inflight: list[tuple[Any, Rejection, asyncio.Future[Any]]] = []
         self._window_start = 0
         self._logged: dict[str, int] = {}
         self._held: dict[str, int] = {}
@@ -76,11 +82,14 @@ class DeadLetters:
 
     @property
     def pending(self) -> int:
-        return len(self._pending) + len(self._inflight)
+        """Rejected records not confirmed by the broker yet."""
+        return len(self._pending) + (0 if self._out is None else self._out.pending)
 
     async def pump(self) -> None:
-        """Enqueue every pending record on the producer."""
+        """Enqueue every pending record on the producer (never raises for a broker
+        problem: see :class:`~monitor.sinks.kafka.BatchProducer`)."""
         pending, self._pending = self._pending, []
+        records: list[Record] = []
         for record, rej in pending:
             reason = str(rej.reason)
             headers = [
@@ -90,30 +99,18 @@ class DeadLetters:
                 ("partition", str(record.partition).encode()),
                 ("offset", str(record.offset).encode()),
             ]
-            if self._producer is not None:
-                fut = await self._producer.send(
-                    self.topic, value=record.value, key=record.key, headers=headers
-                )
-                self._inflight.append((record, rej, fut))
+            records.append((record.key, record.value, headers))
             self._metrics.dlq.labels(reason=reason).inc()
+        if self._out is not None and records:
+            await self._out.send(records)
 
     async def flush(self, timeout_s: float) -> None:
-        """Send what is pending and wait for every delivery. A failed send is queued
-        again (and an error raised, so this checkpoint stops before committing)."""
+        """Send what is pending and wait for every delivery; what failed is sent
+        again first. Raises :class:`DeliveryError` if not all confirmed."""
         await self.pump()
-        inflight, self._inflight = self._inflight, []
-        if not inflight:
+        if self._out is None:
             return
-        done, _ = await asyncio.wait([f for _, _, f in inflight], timeout=timeout_s)
-        failed = 0
-        for record, rej, fut in inflight:
-            if fut not in done:
-                self._inflight.append((record, rej, fut))
-            elif fut.cancelled() or fut.exception() is not None:
-                self._pending.append((record, rej))
-                failed += 1
-        if failed or self._inflight:
-            raise DeliveryError(
-                f"dead letters: {failed} failed, {len(self._inflight)} not confirmed "
-                f"within {timeout_s:g} s"
-            )
+        try:
+            await self._out.flush(timeout_s)
+        except SinkError as exc:
+            raise DeliveryError(str(exc)) from exc

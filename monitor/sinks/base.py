@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
-from monitor.alerts.model import Alert
+from monitor.alerts.model import Alert, AlertBatch
 from monitor.errors import MonitorError
 
 log = structlog.get_logger("monitor.sinks")
@@ -56,8 +56,10 @@ class AlertSink(Protocol):
 
 
 class FanOut:
-    """Several sinks as one: every alert to each, in order; ``flush`` waits for
-    the durable ones only (what the checkpoint needs)."""
+    """Several sinks as one: every alert to each, in order, the enqueue-only
+    (non-durable) sinks first and the alerts encoded once for all
+    (:class:`~monitor.alerts.model.AlertBatch`); ``flush`` waits for the
+    durable ones only (what the checkpoint needs)."""
 
     name = "fanout"
 
@@ -72,8 +74,9 @@ class FanOut:
     async def publish(self, alerts: Sequence[Alert | Any]) -> None:
         if not alerts:
             return
-        for s in self.sinks:
-            await s.publish(alerts)
+        batch = alerts if isinstance(alerts, AlertBatch) else AlertBatch(alerts)
+        for s in sorted(self.sinks, key=lambda s: s.durable):
+            await s.publish(batch)
 
     async def flush(self, timeout_s: float) -> None:
         durable = [s for s in self.sinks if s.durable]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from monitor.alerts.model import Alert, wire_bytes
+from monitor.alerts.model import Alert, payloads
 from monitor.sinks.base import DeliveryTimeoutError, SinkError
 
 
@@ -45,7 +45,7 @@ class FileSink:
             return
         if self._out is None:
             raise SinkError("file sink: publish before start (or after close)")
-        self._out.write(b"".join(wire_bytes(a) + b"\n" for a in alerts))
+        self._out.write(b"".join(p + b"\n" for p in payloads(alerts)))
         self.written += len(alerts)
 
     async def flush(self, timeout_s: float) -> None:

@@ -13,18 +13,31 @@ Topics (``<prefix>`` = ``topic_prefix``):
 - ``<prefix>/monitor/online``: retained ``online`` on connect; ``offline`` as
   the last will and on a clean shutdown.
 
-``publish`` appends to a bounded queue and returns. One task drains the queue
-while connected: alert by alert (up to 100 unacknowledged publishes) while the
-arrival rate stays under ``publish_rate_limit_per_s``, in batches above it or
-when a backlog builds up (after a reconnect), and back when the burst is
-over. An alert leaves the queue only once the broker has acknowledged it, so
-what was queued while disconnected is delivered after the reconnect (at least
-once: a message cut off by a disconnect is sent again). Past ``queue_max``
-the oldest alerts are dropped and counted (``monitor_mqtt_dropped_total``);
-the durable sinks still carry them.
+Several instances sharing one prefix (scale-out) each pass their ``instance``
+name: the summary goes to ``<prefix>/summary/<instance>`` and the online flag
+to ``<prefix>/monitor/<instance>/online`` (the alert topics are shared; an
+account belongs to one instance).
 
-Reconnects use capped, jittered exponential backoff
-(``uniform(0, 1.5 ** min(10, attempt))``, at most ``reconnect_max_s``).
+``publish`` appends the encoded alerts to a bounded queue and returns. One
+task drains the queue while connected: alert by alert (up to 100
+unacknowledged publishes) while the arrival rate stays under
+``publish_rate_limit_per_s``, in batches above it or when a backlog builds up
+(after a reconnect), and back when the burst is over. An alert leaves the
+queue only once the broker has acknowledged it, so what was queued while
+disconnected is delivered after the reconnect (at least once: a message cut
+off by a disconnect is sent again).
+
+The queue is bounded by count (``queue_max``) and by memory (``queue_max_mb``:
+the encoded alerts plus :data:`ENTRY_OVERHEAD` bytes each, in flight
+included); past either the oldest alerts are dropped and counted
+(``monitor_mqtt_dropped_total``); the durable sinks still carry them. The
+defaults hold a 100,000-account crash (~200,000 alerts, ~140 MiB).
+
+The connection runs in a task group of the sink's own: any error in it (not
+only a broker disconnect) is logged and followed by a reconnect, never
+propagated into the task that started the sink. Reconnects use capped,
+jittered exponential backoff (``uniform(0, 1.5 ** min(10, attempt))``, at most
+``reconnect_max_s``).
 """
 
 from __future__ import annotations
@@ -44,7 +57,7 @@ import structlog
 
 from monitor.alerts.config import MqttConfig
 from monitor.alerts.metrics import MqttMetrics
-from monitor.alerts.model import Alert, encode_batch, wire_account, wire_bytes
+from monitor.alerts.model import Alert, payloads, wire_account
 from monitor.clock import Clock
 from monitor.sinks.base import DeliveryTimeoutError, SinkError
 
@@ -53,6 +66,11 @@ log = structlog.get_logger("monitor.sinks.mqtt")
 # Publishes in flight at once in per-alert mode: enough to hide the round trip
 # to the broker, few enough that a reconnect re-sends little.
 INFLIGHT = 100
+# Memory of one queued alert besides its JSON: the entry tuple and the bytes
+# object's header (measured: 64 + 33).
+ENTRY_OVERHEAD = 100
+
+Entry = tuple[bytes, str, str]  # (wire JSON, kind, account)
 
 _ESCAPES = str.maketrans({"%": "%25", "/": "%2F", "+": "%2B", "#": "%23", "\x00": "%00"})
 
@@ -124,24 +142,35 @@ class MqttSink:
         summary: Callable[[], Mapping[str, Any]] | None = None,
         close_timeout_s: float = 3.0,
         rng: random.Random | None = None,
+        instance: str = "",
     ) -> None:
         """``summary``: returns the retained summary's content (the daemon passes
         ``lambda: alert_engine.summary(book)``); ``clock`` stamps it
-        (``published_at``); ``close_timeout_s`` bounds the whole of ``close()``."""
+        (``published_at``); ``close_timeout_s`` bounds the whole of ``close()``;
+        ``instance``: this instance's name when several share the prefix (its
+        summary and online flag get their own topics), "" for one instance."""
         self.config = config
         self.clock = clock
+        self.instance = instance
         prefix = config.topic_prefix
         self.batch_topic = f"{prefix}/alerts/batch"
-        self.summary_topic = f"{prefix}/summary"
-        self.online_topic = f"{prefix}/monitor/online"
+        if instance:
+            me = topic_segment(instance)
+            self.summary_topic = f"{prefix}/summary/{me}"
+            self.online_topic = f"{prefix}/monitor/{me}/online"
+        else:
+            self.summary_topic = f"{prefix}/summary"
+            self.online_topic = f"{prefix}/monitor/online"
         self._alerts_prefix = f"{prefix}/alerts/"
         self.summary = summary
         self._close_timeout_s = close_timeout_s
         self._rng = rng or random.Random()
         self._metrics = MqttMetrics(registry)
-        self._queue: deque[Alert] = deque()
-        self._inflight: dict[int, list[Alert]] = {}  # message number -> its alerts
+        self._queue: deque[Entry] = deque()
+        self._inflight: dict[int, list[Entry]] = {}  # message number -> its alerts
         self._n_inflight = 0
+        self._bytes = 0  # memory of the queued and in-flight alerts (see ENTRY_OVERHEAD)
+        self._max_bytes = int(config.queue_max_mb * 1024 * 1024)
         self._metrics.queue_depth.labels(queue="mqtt").set_function(lambda: self.queue_depth)
         self._burst = BurstDetector(config.publish_rate_limit_per_s)
         self._wake = asyncio.Event()
@@ -156,6 +185,7 @@ class MqttSink:
         self.delivered = 0
         self.dropped = 0
         self.connects = 0
+        self.errors = 0  # connection failures other than the broker going away
 
     # ------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> MqttSink:
@@ -168,15 +198,8 @@ class MqttSink:
     async def start(self) -> None:
         if self._stack is not None:
             return
-        cfg = self.config
-        if cfg.tls:
-            try:
-                self._tls = ssl.create_default_context(cafile=cfg.tls_ca_file)
-            except (OSError, ssl.SSLError) as exc:
-                raise SinkError(
-                    f"mqtt: cannot load the TLS CA file {cfg.tls_ca_file!r} "
-                    f"(mqtt.tls_ca_file): {exc}"
-                ) from exc
+        if self.config.tls:
+            self._tls = tls_context(self.config)
         stack = contextlib.AsyncExitStack()
         tg = await stack.enter_async_context(asyncio.TaskGroup())
         self._conn_task = tg.create_task(self._connection_loop(), name="mqtt-connection")
@@ -222,23 +245,28 @@ class MqttSink:
             return
         if self._closing:
             raise SinkError("mqtt sink: publish after close")
-        q = self._queue
-        n = len(alerts)
-        cap = self.config.queue_max
-        if n > cap:
-            self._drop(n - cap)
-            alerts = alerts[n - cap :]
-            n = cap
-        over = len(q) + self._n_inflight + n - cap
-        if over > 0:
-            k = min(over, len(q))
-            for _ in range(k):
-                q.popleft()
-            self._drop(k)
-        q.extend(alerts)
+        entries = [
+            (p, a.kind, wire_account(a)) for a, p in zip(alerts, payloads(alerts), strict=True)
+        ]
+        n = len(entries)
+        self._queue.extend(entries)
+        self._bytes += sum(len(e[0]) for e in entries) + ENTRY_OVERHEAD * n
+        self._make_room()
         self._burst.arrived(n, asyncio.get_running_loop().time())
         self._idle.clear()
         self._wake.set()
+
+    def _make_room(self) -> None:
+        """Drop the oldest queued alerts until both bounds hold (what is in flight
+        stays: it is on the wire already)."""
+        q = self._queue
+        cap = self.config.queue_max
+        dropped = 0
+        while q and (len(q) + self._n_inflight > cap or self._bytes > self._max_bytes):
+            payload = q.popleft()[0]
+            self._bytes -= len(payload) + ENTRY_OVERHEAD
+            dropped += 1
+        self._drop(dropped)
 
     async def flush(self, timeout_s: float) -> None:
         """Wait until every queued alert is acknowledged by the broker."""
@@ -256,6 +284,11 @@ class MqttSink:
         return len(self._queue) + self._n_inflight
 
     @property
+    def queue_bytes(self) -> int:
+        """Memory the waiting and in-flight alerts take (the ``queue_max_mb`` bound)."""
+        return self._bytes
+
+    @property
     def connected(self) -> bool:
         return self._connected.is_set()
 
@@ -264,7 +297,10 @@ class MqttSink:
             await self._connected.wait()
 
     def topic_for(self, alert: Alert | Any) -> str:
-        return f"{self._alerts_prefix}{alert.kind}/{topic_segment(wire_account(alert))}"
+        return self._topic(alert.kind, wire_account(alert))
+
+    def _topic(self, kind: str, account: str) -> str:
+        return f"{self._alerts_prefix}{kind}/{topic_segment(account)}"
 
     # ------------------------------------------------------------ tasks
     def _make_client(self) -> aiomqtt.Client:
@@ -284,6 +320,10 @@ class MqttSink:
         return client
 
     async def _connection_loop(self) -> None:
+        """Connect, run, reconnect: forever (until cancelled). Nothing but the
+        cancellation leaves this loop, so no error of the connection (a broker
+        going away, a bad certificate, a bug) reaches the task that started the
+        sink: each is logged and followed by a reconnect with backoff."""
         attempt = 0
         cfg = self.config
         while True:
@@ -304,6 +344,12 @@ class MqttSink:
                 log.warning(
                     "mqtt disconnected", host=cfg.host, port=cfg.port,
                     error=str(group.exceptions[0]), queued=self.queue_depth,
+                )  # fmt: skip
+            except* Exception as group:
+                self.errors += 1
+                log.error(
+                    "mqtt connection failed", host=cfg.host, port=cfg.port,
+                    error=repr(group.exceptions[0]), queued=self.queue_depth,
                 )  # fmt: skip
             finally:
                 self._client = None
@@ -337,8 +383,10 @@ class MqttSink:
                 await client.publish(topic, payload, qos=1)
             finally:
                 window.release()
-            n = len(inflight.pop(k))
+            done = inflight.pop(k)
+            n = len(done)
             self._n_inflight -= n
+            self._bytes -= sum(len(e[0]) for e in done) + ENTRY_OVERHEAD * n
             self.delivered += n
             if not q and not inflight:
                 self._idle.set()
@@ -359,10 +407,12 @@ class MqttSink:
                     if self._burst.decide(loop.time(), len(q)):
                         n = min(self.config.batch_max_alerts, len(q))
                         chunk = [q.popleft() for _ in range(n)]
-                        topic, payload = self.batch_topic, encode_batch(chunk)
+                        topic = self.batch_topic
+                        payload = b"[" + b",".join(e[0] for e in chunk) + b"]"
                     else:
                         chunk = [q.popleft()]
-                        topic, payload = self.topic_for(chunk[0]), wire_bytes(chunk[0])
+                        payload, kind, account = chunk[0]
+                        topic = self._topic(kind, account)
                     k = next(seq)
                     inflight[k] = chunk
                     self._n_inflight += len(chunk)
@@ -397,4 +447,28 @@ class MqttSink:
             return
         self.dropped += n
         self._metrics.dropped.inc(n)
-        log.warning("mqtt queue full, alerts dropped", dropped=n, queue_max=self.config.queue_max)
+        log.warning(
+            "mqtt queue full, alerts dropped", dropped=n, queue_max=self.config.queue_max,
+            queue_max_mb=self.config.queue_max_mb,
+        )  # fmt: skip
+
+
+def tls_context(config: MqttConfig) -> ssl.SSLContext:
+    """The TLS context of ``config``: its CA (else the system's) and, when set,
+    the client certificate and key; a file that cannot be loaded is a
+    :class:`SinkError` naming the setting."""
+    try:
+        ctx = ssl.create_default_context(cafile=config.tls_ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise SinkError(
+            f"mqtt: cannot load the TLS CA file {config.tls_ca_file!r} (mqtt.tls_ca_file): {exc}"
+        ) from exc
+    if config.tls_cert_file is not None:
+        try:
+            ctx.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise SinkError(
+                f"mqtt: cannot load the client certificate {config.tls_cert_file!r} "
+                f"(mqtt.tls_cert_file, mqtt.tls_key_file): {exc}"
+            ) from exc
+    return ctx

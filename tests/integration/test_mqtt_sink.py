@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -26,10 +28,11 @@ from monitor.book import MarginBook
 from monitor.clock import ManualClock
 from monitor.events import BalanceEvent, PositionEvent, Tick
 from monitor.instruments import RiskParams
-from monitor.sinks.mqtt import MqttSink
-from tests.support.mosquitto import Mosquitto, mosquitto
+from monitor.sinks.base import SinkError
+from monitor.sinks.mqtt import MqttSink, tls_context
+from tests.support.mosquitto import Certs, Mosquitto, mosquitto, mqtt_certs
 
-__all__ = ["mosquitto"]  # the broker fixture, imported so pytest finds it
+__all__ = ["mosquitto", "mqtt_certs"]  # the fixtures, imported so pytest finds them
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -39,6 +42,7 @@ class Received:
     topic: str
     payload: bytes
     retain: bool
+    qos: int = field(default=0, compare=False)
 
 
 @dataclass
@@ -59,11 +63,12 @@ class Observer:
                 async with aiomqtt.Client(
                     self.broker.host, self.broker.port, identifier=ident, clean_session=False
                 ) as client:
-                    await client.subscribe(f"{self.prefix}/#", qos=1)
+                    # QoS 2: a message arrives at the QoS it was published with
+                    await client.subscribe(f"{self.prefix}/#", qos=2)
                     self.subscribed.set()
                     async for m in client.messages:
                         payload = m.payload if isinstance(m.payload, bytes) else b""
-                        self.messages.append(Received(m.topic.value, payload, m.retain))
+                        self.messages.append(Received(m.topic.value, payload, m.retain, m.qos))
                         self._new.set()
             except aiomqtt.MqttError:
                 self.subscribed.clear()
@@ -198,6 +203,8 @@ async def test_alerts_summary_and_reconnect_after_a_broker_restart(
                 await observer.wait_for(lambda _: len(observer.alerts()) >= 5, 10)
                 got = observer.alerts()
                 assert [a for _, a in got] == first  # same content, sent order kept
+                sent = [m for m in observer.messages if "/alerts/" in m.topic]
+                assert sent and all(m.qos == 1 and not m.retain for m in sent)
                 m, c = f"{prefix}/alerts/margin/A1", f"{prefix}/alerts/contagion/A1"
                 assert by_account(got, "A1") == [
                     (m, "margin", "warning", "firing"),
@@ -288,12 +295,14 @@ LAST_WILL_SCRIPT = """
 import asyncio, sys
 from prometheus_client import CollectorRegistry
 from monitor.alerts.config import MqttConfig
-from monitor.sinks.mqtt import MqttSink
+from monitor.sinks.base import SinkError
+from monitor.sinks.mqtt import MqttSink, tls_context
 
 async def main() -> None:
     cfg = MqttConfig(enabled=True, port=int(sys.argv[1]), topic_prefix=sys.argv[2],
                      client_id=sys.argv[3])
-    async with MqttSink(cfg, registry=CollectorRegistry()) as sink:
+    instance = sys.argv[4] if len(sys.argv) > 4 else ""
+    async with MqttSink(cfg, registry=CollectorRegistry(), instance=instance) as sink:
         await sink.wait_connected(10)
         print("connected", flush=True)
         await asyncio.sleep(3600)
@@ -374,3 +383,175 @@ async def test_while_disconnected_the_queue_is_bounded_and_overflow_is_counted(
             assert registry.get_sample_value("monitor_mqtt_dropped_total") == 50
             assert registry.get_sample_value("monitor_queue_depth", {"queue": "mqtt"}) == 100
             assert not sink.connected
+
+
+async def test_a_broker_stopped_with_publishes_in_flight_loses_none_of_them(
+    mosquitto: Mosquitto,
+) -> None:
+    n = 6000
+    async with observing(mosquitto) as observer:
+        # one message per alert, so the stop lands in the middle of the stream
+        cfg = sink_config(mosquitto, observer.prefix, publish_rate_limit_per_s=1e9)
+        sent = sample_alerts(n)
+        with capture_logs():
+            async with asyncio.timeout(50), MqttSink(cfg, registry=CollectorRegistry()) as sink:
+                await sink.wait_connected(10)
+                await sink.publish(sent)
+                async with asyncio.timeout(20):
+                    while sink.delivered < 1000:  # noqa: ASYNC110 (a test watching a flag)
+                        await asyncio.sleep(0.005)
+                mosquitto.stop()
+                at_stop = sink.delivered
+                assert at_stop < n and sink.queue_depth > 0  # publishes were on the wire
+                mosquitto.start()
+                await sink.wait_connected(10)
+                await sink.flush(30)
+                assert sink.connects == 2 and sink.dropped == 0
+                # (duplicates are counted too: parse only once that many arrived)
+                await observer.wait_for(
+                    lambda _: count_alerts(observer) >= n and len(observer.alerts()) >= n, 30
+                )
+    assert [a for _, a in observer.alerts()] == sent  # all, once each, in order
+
+
+async def test_instances_sharing_a_prefix_have_their_own_summary_and_online_flag(
+    mosquitto: Mosquitto,
+) -> None:
+    async with observing(mosquitto) as observer:
+        prefix = observer.prefix
+        cfg = sink_config(mosquitto, prefix)
+        a = MqttSink(cfg, registry=CollectorRegistry(), instance="monitor-0",
+                     summary=lambda: {"accounts": 1})  # fmt: skip
+        assert (a.summary_topic, a.online_topic) == (
+            f"{prefix}/summary/monitor-0", f"{prefix}/monitor/monitor-0/online",
+        )  # fmt: skip
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", LAST_WILL_SCRIPT, str(mosquitto.port), prefix,
+            f"monitor-{uuid.uuid4().hex[:8]}", "monitor-1",
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            with capture_logs():
+                async with asyncio.timeout(30), a:
+                    await a.wait_connected(10)
+                    assert proc.stdout is not None
+                    assert b"connected" in await proc.stdout.readline()
+                    on0, on1 = a.online_topic, f"{prefix}/monitor/monitor-1/online"
+                    await observer.wait_for(
+                        lambda _: observer.last(on0) is not None and observer.last(on1) is not None,
+                        10,
+                    )
+                    proc.kill()  # the second instance dies: only its flag turns offline
+                    await proc.wait()
+                    await observer.wait_for(
+                        lambda _: observer.last(on1) == Received(on1, b"offline", False), 10
+                    )
+                    assert observer.last(on0) == Received(on0, b"online", False)
+                    summary = await retained(mosquitto, a.summary_topic, lambda s: True)
+                    assert summary["accounts"] == 1
+                    assert observer.last(f"{prefix}/summary") is None  # not the shared topic
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+async def test_tls_with_a_client_certificate(tmp_path: Path, mqtt_certs: Certs) -> None:
+    broker = Mosquitto(tmp_path / "tls", tls=mqtt_certs)
+    broker.start()
+    try:
+        base = sink_config(broker, "tls", tls=True, tls_ca_file=str(mqtt_certs.ca))
+        good = dataclasses.replace(
+            base, tls_cert_file=str(mqtt_certs.client_cert),
+            tls_key_file=str(mqtt_certs.client_key),
+        )  # fmt: skip
+        with capture_logs():
+            async with asyncio.timeout(20), MqttSink(good, registry=CollectorRegistry()) as sink:
+                await sink.wait_connected(10)
+                await sink.publish(sample_alerts(3))
+                await sink.flush(10)
+                assert sink.delivered == 3
+            # without a client certificate the broker refuses; the sink keeps trying
+            async with asyncio.timeout(20), MqttSink(base, registry=CollectorRegistry()) as sink:
+                with pytest.raises(TimeoutError):
+                    await sink.wait_connected(1.5)
+                assert not sink.connected
+    finally:
+        broker.stop()
+
+
+def test_a_client_certificate_that_cannot_be_loaded_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "nope.pem"
+    bad.write_text("not a certificate")
+    cfg = MqttConfig(tls=True, tls_cert_file=str(bad))
+    with pytest.raises(SinkError, match=r"mqtt\.tls_cert_file"):
+        tls_context(cfg)
+
+
+async def test_an_unexpected_connection_error_is_logged_and_retried_not_raised(
+    mosquitto: Mosquitto,
+) -> None:
+    async with observing(mosquitto) as observer:
+        cfg = sink_config(mosquitto, observer.prefix)
+        sink = MqttSink(cfg, registry=CollectorRegistry())
+        real = sink._make_client
+        calls = 0
+
+        def flaky() -> aiomqtt.Client:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("not a broker error")
+            return real()
+
+        sink._make_client = flaky  # type: ignore[method-assign]
+        with capture_logs() as logs:
+            async with asyncio.timeout(20), sink:
+                await sink.publish(sample_alerts(2))
+                await sink.wait_connected(10)  # this task was not cancelled
+                await sink.flush(10)
+        assert sink.errors == 1 and sink.delivered == 2
+        assert any(e["event"] == "mqtt connection failed" for e in logs)
+
+
+async def test_the_default_queue_delivers_a_100k_account_crash_in_batches_without_drops(
+    mosquitto: Mosquitto,
+) -> None:
+    n = 200_000  # margin and contagion alerts of 100,000 accounts in one tick
+    async with observing(mosquitto) as observer:
+        cfg = sink_config(mosquitto, observer.prefix)
+        assert (cfg.queue_max, cfg.queue_max_mb) == (MqttConfig().queue_max, 256.0)
+        crash = sample_alerts(n)
+        with capture_logs():
+            async with asyncio.timeout(50), MqttSink(cfg, registry=CollectorRegistry()) as sink:
+                await sink.wait_connected(10)
+                await sink.publish(crash)
+                assert sink.queue_bytes <= cfg.queue_max_mb * 1024 * 1024
+                await sink.flush(40)
+                assert sink.dropped == 0 and sink.delivered == n
+                await observer.wait_for(lambda _: count_alerts(observer) >= n, 30)
+    batches = [m for m in observer.messages if m.topic.endswith("/alerts/batch")]
+    assert sum(len(batch_from_json_bytes(m.payload)) for m in batches) >= n - 2 * 2000
+    assert len({a.id for _, a in observer.alerts()}) == n
+
+
+def count_alerts(observer: Observer) -> int:
+    n = 0
+    for m in observer.messages:
+        if m.topic.endswith("/alerts/batch"):
+            n += m.payload.count(b'"id":')
+        elif "/alerts/" in m.topic:
+            n += 1
+    return n
+
+
+async def test_the_queue_is_bounded_by_memory_too() -> None:
+    registry = CollectorRegistry()
+    cfg = MqttConfig(enabled=True, port=1, topic_prefix="mem", queue_max_mb=0.01,
+                     reconnect_max_s=0.2)  # fmt: skip
+    with capture_logs():
+        async with asyncio.timeout(20), MqttSink(cfg, registry=registry) as sink:
+            await sink.publish(sample_alerts(150))  # about 700 bytes each, no broker
+            assert sink.queue_bytes <= 0.01 * 1024 * 1024
+            assert 0 < sink.queue_depth < 20 and sink.dropped == 150 - sink.queue_depth
+            assert registry.get_sample_value("monitor_mqtt_dropped_total") == sink.dropped

@@ -23,8 +23,15 @@ from monitor.alerts.fsm import (
     detect,
     reconcile,
 )
-from monitor.alerts.model import Alert, alert_id, batch_from_json_bytes, encode_batch
+from monitor.alerts.model import (
+    Alert,
+    alert_id,
+    batch_from_json_bytes,
+    encode_batch,
+    from_json_bytes,
+)
 from monitor.book import MarginBook
+from monitor.cascade.watch import CascadeAlert
 from monitor.clock import ManualClock
 from monitor.errors import ConfigError
 from monitor.events import BalanceEvent, PositionEvent, Tick
@@ -190,7 +197,7 @@ def test_an_account_inside_the_band_is_revisited_although_the_book_no_longer_rep
     ]
 
 
-def test_contagion_needs_the_configured_notional_and_share(small_params: RiskParams) -> None:
+def test_contagion_needs_the_configured_notional_or_share(small_params: RiskParams) -> None:
     rig = Rig(small_params, AlertsConfig(contagion_min_notional=5000.0))
     contagion_book(rig)
     assert brief(rig.apply(eth(1450.0, 10))) == [("A1", "margin", "critical", "firing")]
@@ -199,6 +206,9 @@ def test_contagion_needs_the_configured_notional_and_share(small_params: RiskPar
     assert brief(rig.apply(eth(1450.0, 10))) == [("A1", "margin", "critical", "firing")]
     rig = Rig(small_params, AlertsConfig(contagion_min_share=0.1, contagion_min_notional=2000))
     contagion_book(rig)
+    assert [a.kind for a in rig.apply(eth(1450.0, 10))] == ["margin", "contagion"]
+    rig = Rig(small_params, AlertsConfig(contagion_min_share=0.1, contagion_min_notional=5000))
+    contagion_book(rig)  # the share alone is enough
     assert [a.kind for a in rig.apply(eth(1450.0, 10))] == ["margin", "contagion"]
 
 
@@ -351,7 +361,9 @@ def test_the_json_has_exactly_the_contract_fields_in_order(small_params: RiskPar
     contagion_book(rig)
     alert = rig.apply(eth(1450.0, 11))[1]
     data = json.loads(alert.to_json_bytes())
-    assert list(data) == CONTRACT_KEYS
+    # the contract's fields in its order, then the culprits by sub-account
+    assert list(data) == [*CONTRACT_KEYS, "culprit_sub_accounts"]
+    assert data["culprit_sub_accounts"] == [{"sub_account": "desk-2", "unrealized_pnl": -500.0}]
     assert list(data["trigger"]) == ["symbol", "price", "ts"]
     assert list(data["culprits"][0]) == ["symbol", "sub_account", "unrealized_pnl"]
     assert list(data["victims"][0]) == [
@@ -359,6 +371,44 @@ def test_the_json_has_exactly_the_contract_fields_in_order(small_params: RiskPar
         "contagion_shift",
     ]  # fmt: skip
     assert (data["kind"], data["severity"], data["state"]) == ("contagion", "critical", "firing")
+
+
+def test_culprits_are_listed_per_position_and_summed_per_sub_account(
+    small_params: RiskParams,
+) -> None:
+    rig = Rig(small_params)
+    rig.apply(
+        BalanceEvent("A1", "USDT", 1000.0, 1),
+        PositionEvent("A1", "BTC-PERP", 0.1, 21000.0, 2, sub_account="desk-1"),
+        PositionEvent("A1", "ETH-PERP", 5.0, 1500.0, 3, sub_account="desk-2"),
+        PositionEvent("A1", "SOL-PERP", 100.0, 21.0, 4, sub_account="desk-2"),
+        Tick("BTC-PERP", 20900.0, 5),  # desk-1: -10
+        Tick("SOL-PERP", 20.0, 6),  # desk-2: -100
+        eth(1500.0, 7),
+    )
+    (alert,) = rig.apply(eth(1400.0, 8))  # desk-2: -500 more; MR 371.8 / 390
+    assert alert.severity == "critical"
+    assert [(c.symbol, c.sub_account) for c in alert.culprits] == [
+        ("ETH-PERP", "desk-2"),
+        ("SOL-PERP", "desk-2"),
+        ("BTC-PERP", "desk-1"),
+    ]
+    assert [(g.sub_account, g.unrealized_pnl) for g in alert.culprit_sub_accounts] == [
+        ("desk-2", pytest.approx(-600.0)),
+        ("desk-1", pytest.approx(-10.0)),
+    ]
+    data = json.loads(alert.to_json_bytes())
+    assert [g["sub_account"] for g in data["culprit_sub_accounts"]] == ["desk-2", "desk-1"]
+
+
+def test_an_alert_without_culprits_has_no_sub_account_aggregate(small_params: RiskParams) -> None:
+    rig = Rig(small_params)
+    alerts = rig.apply(  # MR 30 / 36, no loss
+        BalanceEvent("A1", "USDT", 36.0, 1), PositionEvent("A1", "BTC-PERP", 0.1, 20000.0, 2)
+    )
+    alert = alerts[0]
+    assert (alert.kind, alert.severity, alert.culprits) == ("margin", "warning", ())
+    assert list(json.loads(alert.to_json_bytes())) == CONTRACT_KEYS
 
 
 def test_non_finite_numbers_are_written_as_null(small_params: RiskParams) -> None:
@@ -407,6 +457,9 @@ def test_invalid_alert_settings_are_rejected_by_name(kw: dict[str, float], needl
         ({"topic_prefix": "/a"}, "mqtt.topic_prefix"),
         ({"password": "x"}, "mqtt.password"),
         ({"tls_ca_file": "/ca.pem"}, "mqtt.tls_ca_file"),
+        ({"tls_cert_file": "/c.pem"}, "mqtt.tls_cert_file"),
+        ({"tls": True, "tls_key_file": "/k.pem"}, "mqtt.tls_key_file"),
+        ({"queue_max_mb": 0.0}, "mqtt.queue_max_mb"),
         ({"batch_max_alerts": 0}, "mqtt.batch_max_alerts"),
         ({"publish_rate_limit_per_s": 0.0}, "mqtt.publish_rate_limit_per_s"),
     ],
@@ -420,13 +473,16 @@ def test_the_config_fields_carry_their_units_and_defaults() -> None:
     assert {f.name: f.default for f in dataclasses.fields(AlertsConfig)} == {
         "warning_ratio": 0.8, "critical_ratio": 0.9, "liquidatable_ratio": 1.0,
         "hysteresis": 0.05, "min_interval_s": 60.0, "contagion_min_notional": 0.0,
-        "contagion_min_share": 0.0, "stale_price_s": 30.0,
+        "contagion_min_share": 0.0, "contagion_hysteresis": 0.2, "contagion_upnl_band": 0.002,
+        "stale_price_s": 30.0,
     }  # fmt: skip
     assert [f.name for f in dataclasses.fields(MqttConfig)] == [
         "enabled", "host", "port", "topic_prefix", "username", "password", "tls",
-        "tls_ca_file", "client_id", "publish_rate_limit_per_s", "batch_max_alerts",
-        "queue_max", "summary_interval_s", "reconnect_max_s",
+        "tls_ca_file", "tls_cert_file", "tls_key_file", "client_id",
+        "publish_rate_limit_per_s", "batch_max_alerts", "queue_max", "queue_max_mb",
+        "summary_interval_s", "reconnect_max_s",
     ]  # fmt: skip
+    assert (MqttConfig().queue_max, MqttConfig().queue_max_mb) == (500_000, 256.0)
 
 
 def test_a_book_built_with_other_thresholds_is_refused(small_params: RiskParams) -> None:
@@ -448,6 +504,13 @@ def test_the_summary_counts_accounts_by_status_and_what_is_firing(
     assert summary["by_status"] == {"healthy": 1, "warning": 0, "critical": 1, "liquidatable": 0}
     assert summary["firing"] == {"margin": 1, "contagion": 1, "stale_price": 0}
     assert summary["event_ts"] == 11
+
+
+def test_every_kind_has_a_suppressed_series_from_the_start() -> None:
+    registry = CollectorRegistry()
+    AlertEngine(AlertsConfig(), ManualClock(0), registry)
+    for kind in ("margin", "contagion", "stale_price", "cascade"):
+        assert registry.get_sample_value("monitor_alerts_suppressed_total", {"kind": kind}) == 0
 
 
 def test_metrics_never_carry_an_account_label(small_params: RiskParams) -> None:
@@ -519,33 +582,44 @@ def test_the_mqtt_sink_switches_to_batches_above_the_rate_and_back_after_the_bur
     assert burst.decide(3.2, backlog=5000) is True  # a backlog after a reconnect
 
 
-class CascadeLike:
-    """A market-level alert of another type, as the cascade code builds them."""
-
-    kind = "cascade"
-    key = "market"
-    state = "breached"
-    alert_id = "c0ffee"
-
-    def to_json(self) -> dict[str, object]:
-        return {"id": self.alert_id, "type": self.kind, "state": self.state, "ts": 5}
+def cascade_alert(state: str = "firing", ts: int = 5) -> CascadeAlert:
+    return CascadeAlert(
+        shock="BTC=-10%", state=state, amplification=1.9,  # type: ignore[arg-type]
+        liquidated_notional=2800.0, accounts_liquidated=2, bad_debt=0.0,
+        amplification_threshold=1.5, notional_threshold=1e6, ts=ts,
+        healthy_notional_destroyed=900.0,
+    )  # fmt: skip
 
 
-async def test_market_level_alerts_of_another_type_pass_through_engine_and_sinks(
+async def test_cascade_alerts_speak_the_alert_wire_contract_through_engine_and_sinks(
     tmp_path: Path,
 ) -> None:
     registry = CollectorRegistry()
-    engine = AlertEngine(AlertsConfig(), ManualClock(0), registry)
+    engine = AlertEngine(AlertsConfig(), ManualClock(1_000), registry)
     with capture_logs() as logs:
-        (alert,) = engine.admit([CascadeLike()])
-    assert logs[0]["id"] == "c0ffee" and logs[0]["account"] == "market"
+        (alert,) = engine.admit([cascade_alert()])
+    assert logs[0]["id"] == alert.id and logs[0]["account"] == "market"
     sample = {"kind": "cascade", "state": "firing"}
     assert registry.get_sample_value("monitor_alerts_total", sample) == 1
+    data = orjson.loads(alert.to_json_bytes())
+    assert list(data) == [*CONTRACT_KEYS, "cascade"]
+    assert (data["kind"], data["severity"], data["state"], data["account"]) == (
+        "cascade", "critical", "firing", "market",
+    )  # fmt: skip
+    assert (data["ts"], data["emitted_at"], data["healthy_notional_at_risk"]) == (5, 1_000, 900.0)
+    assert data["cascade"]["shock"] == "BTC=-10%" and data["cascade"]["amplification"] == 1.9
+    parsed = from_json_bytes(alert.to_json_bytes())  # consumers parse it as any alert
+    assert (parsed.id, parsed.kind, parsed.state, parsed.account) == (
+        alert.id, "cascade", "firing", "market",
+    )  # fmt: skip
+    # stable: the same scenario, transition and event time give the same id
+    assert cascade_alert().id == alert.id
+    assert len({alert.id, cascade_alert(ts=6).id, cascade_alert("resolved").id}) == 3
     sink = FileSink(tmp_path / "market.jsonl")
     await sink.start()
     await sink.publish([alert])
     await sink.close()
-    assert (tmp_path / "market.jsonl").read_bytes() == orjson.dumps(alert.to_json()) + b"\n"
+    assert (tmp_path / "market.jsonl").read_bytes() == alert.to_json_bytes() + b"\n"
     mqtt = MqttSink(MqttConfig(topic_prefix="risk"), registry=CollectorRegistry())
     assert mqtt.topic_for(alert) == "risk/alerts/cascade/market"
 

@@ -101,6 +101,7 @@ class Figures:
     notional_liquidated: float
     accounts_liquidated: int = 1
     bad_debt: float = 0.0
+    healthy_notional_destroyed: float = 0.0
 
 
 def test_cascade_alert_fires_once_per_crossing_with_hysteresis() -> None:
@@ -111,11 +112,11 @@ def test_cascade_alert_fires_once_per_crossing_with_hysteresis() -> None:
         return None if alert is None else alert.state
 
     assert observe(1.2, 0.0, 1) is None
-    assert observe(1.5, 0.0, 2) == "breached"  # at the threshold
-    assert observe(1.9, 0.0, 3) is None  # still breached: no repeat
+    assert observe(1.5, 0.0, 2) == "firing"  # at the threshold
+    assert observe(1.9, 0.0, 3) is None  # still firing: no repeat
     assert observe(1.4, 0.0, 4) is None  # below 1.5 but not below 0.9 * 1.5 = 1.35
     assert observe(1.3, 0.0, 5) == "resolved"
-    assert observe(1.0, 1e6, 6) == "breached"  # notional alone
+    assert observe(1.0, 1e6, 6) == "firing"  # notional alone
     assert observe(None, 0.0, 7) == "resolved"  # a zero shock has no amplification
 
 
@@ -123,16 +124,18 @@ def test_cascade_alert_from_a_real_cascade_has_a_stable_id() -> None:
     snap = take_snapshot(book())
     big = run_cascade(snap, {"BTC": -0.1})  # amplification 1.9, notional 2800
     first = CascadeWatch(1.5, 1e6).observe("BTC=-10%", big, ts=10)
-    assert first is not None and first.state == "breached"
+    assert first is not None and first.state == "firing"
     doc = first.to_json()
-    assert (doc["type"], doc["key"], doc["shock"]) == ("cascade", "market", "BTC=-10%")
-    assert doc["amplification"] == pytest.approx(1.9)
-    assert doc["liquidated_notional"] == pytest.approx(2800.0)
+    assert (doc["kind"], doc["account"], doc["state"]) == ("cascade", "market", "firing")
+    assert doc["cascade"]["shock"] == "BTC=-10%"
+    assert doc["cascade"]["amplification"] == pytest.approx(1.9)
+    assert doc["cascade"]["liquidated_notional"] == pytest.approx(2800.0)
+    assert doc["healthy_notional_at_risk"] == pytest.approx(big.healthy_notional_destroyed)
     # Same scenario, transition and event time: same id (de-duplication downstream).
     again = CascadeWatch(1.5, 1e6).observe("BTC=-10%", big, ts=10)
-    assert again is not None and again.alert_id == first.alert_id
+    assert again is not None and again.id == first.id == doc["id"]
     later = CascadeWatch(1.5, 1e6).observe("BTC=-10%", big, ts=11)
-    assert later is not None and later.alert_id != first.alert_id
+    assert later is not None and later.id != first.id
 
 
 def test_market_risk_runs_the_configured_jobs() -> None:
@@ -145,6 +148,6 @@ def test_market_risk_runs_the_configured_jobs() -> None:
     report = market.run_cascades(snap)
     assert set(report.results) == {"BTC=-10%", "BTC=-1%,ETH=-1%"}
     # Only BTC=-10% amplifies past 1.5; the alert carries the book's event time.
-    assert [(a.shock, a.state, a.ts) for a in report.alerts] == [("BTC=-10%", "breached", 7)]
+    assert [(a.shock, a.state, a.ts) for a in report.alerts] == [("BTC=-10%", "firing", 7)]
     assert market.run_cascades(snap).alerts == []
     assert value(reg, "monitor_cascade_rounds", shock="BTC=-10%") == 2
