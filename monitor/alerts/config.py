@@ -90,6 +90,9 @@ class MqttConfig:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     client_id: str = "monitor"
+    # Several instances sharing the prefix (scale-out): each publishes its summary
+    # and online flag on its own topics and connects as <client_id>-<instance id>.
+    instance_topics: bool = False
     # Above this many alerts per second the sink publishes JSON arrays on
     # <prefix>/alerts/batch instead of one message per alert.
     publish_rate_limit_per_s: float = 2000.0

@@ -312,7 +312,14 @@ class Daemon:
                 if hasattr(self.engine.alerts, "summary")
                 else None
             )
-            sinks.append(cls(mqtt, clock=self.clock, registry=self.registry, summary=summary))
+            instance = ""
+            if getattr(mqtt, "instance_topics", False):
+                instance = self.instance
+                mqtt = dataclasses.replace(mqtt, client_id=f"{mqtt.client_id}-{self.instance}")
+            sinks.append(
+                cls(mqtt, clock=self.clock, registry=self.registry, summary=summary,
+                    instance=instance)
+            )  # fmt: skip
         return sinks
 
     async def _connect(self, what: str, make: Callable[[], Any]) -> Any:
@@ -423,15 +430,18 @@ class Daemon:
 
     def _reshape_book(
         self, keep: set[TopicPartition], loaded: dict[TopicPartition, BookState]
-    ) -> None:
+    ) -> list[str]:
         """The book with only the accounts of ``keep`` plus those of the ``loaded``
-        partition snapshots. Prices stay this instance's own."""
+        partition snapshots (prices stay this instance's own); returns the ids of
+        the accounts dropped."""
         book = self.engine.book
         n = book.n_accounts
         part = self._acct_part[:n]
         mask = np.isin(part, np.fromiter((tp.partition for tp in keep), np.int64, len(keep)))
         if mask.all() and not loaded:
-            return
+            return []
+        ids = np.asarray(book.account_ids, dtype=object)
+        dropped: list[str] = ids[~mask].tolist() if n else []
         base = keep_accounts(capture(book, account_extras={"partition": part}), mask)
         others = []
         for tp, st in sorted(loaded.items()):
@@ -447,6 +457,28 @@ class Daemon:
             kept=int(mask.sum()),
             loaded={tp.partition: st.n_accounts for tp, st in sorted(loaded.items())},
         )
+        return dropped
+
+    def _carry_alert_state(
+        self, dropped: list[str], loaded: dict[TopicPartition, BookState]
+    ) -> None:
+        """Forget the alert state of accounts that left; take over the state the
+        loaded snapshots carry (what their last owner had told consumers), so
+        what was firing is resolved, not re-fired or forgotten."""
+        alerts: Any = self.engine.alerts
+        if alerts is None or not hasattr(alerts, "import_state"):
+            return
+        if dropped:
+            alerts.forget(dropped)
+        for tp, st in sorted(loaded.items()):
+            state = st.meta.get("alerts")
+            if not state:
+                continue
+            try:
+                alerts.import_state(self.engine.book, state)
+            except StateError as exc:
+                log.error("alert state of a partition snapshot unusable; starting afresh",
+                          partition=tp.partition, problem=str(exc))  # fmt: skip
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         """A new assignment: drop the accounts of partitions gone elsewhere, load the
@@ -462,7 +494,8 @@ class Daemon:
             keep = held & assigned
             loaded = self._load_partitions(assigned - keep)
             rebuild = assigned - keep - set(loaded)
-            self._reshape_book(keep, loaded)
+            dropped = self._reshape_book(keep, loaded)
+            self._carry_alert_state(dropped, loaded)
             for tp in held - keep:
                 self.ledger.forget(tp)
             for tp, st in loaded.items():

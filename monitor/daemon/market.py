@@ -41,6 +41,7 @@ from monitor.sources.partials import PartialsFeed
 log = get_logger("monitor.daemon.market")
 
 PUBLISH_TIMEOUT_S = 10.0
+TOMBSTONE_TIMEOUT_S = 2.0  # within the daemon's close budget, leaving time to stop the reader
 
 
 class MarketJob:
@@ -82,13 +83,16 @@ class MarketJob:
     async def close(self, producer: AIOKafkaProducer | None) -> None:
         """Clear this instance's key (a clean stop: its partitions move elsewhere,
         and their next owner's partial covers them)."""
-        if self.group is not None and producer is not None and self.last_partial is not None:
-            with contextlib.suppress(KafkaError, TimeoutError):
-                async with asyncio.timeout(PUBLISH_TIMEOUT_S):
-                    fut = await producer.send(self.topic, key=self.instance.encode(), value=None)
-                    await fut
-        if self.feed is not None:
-            await self.feed.stop()
+        try:
+            if self.group is not None and producer is not None and self.last_partial is not None:
+                with contextlib.suppress(KafkaError, TimeoutError):
+                    async with asyncio.timeout(TOMBSTONE_TIMEOUT_S):
+                        key = self.instance.encode()
+                        fut = await producer.send(self.topic, key=key, value=None)
+                        await fut
+        finally:
+            if self.feed is not None:
+                await self.feed.stop()
 
     # ------------------------------------------------------------ running
     async def run(

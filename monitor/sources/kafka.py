@@ -108,6 +108,20 @@ async def partitions_of(
     return []
 
 
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """Stop a consumer, also while the broker is down."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        # aiokafka's fetcher awaits its cancelled in-flight requests without
+        # suppressing their CancelledError (seen while the broker is down), which
+        # skips closing the client: finish the job.
+        await consumer._client.close()
+
+
 # ---------------------------------------------------------------- queues
 
 
@@ -257,16 +271,7 @@ class _Feed:
         self._empty_polls = 0
 
     async def stop(self) -> None:
-        try:
-            await self.consumer.stop()
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise
-            # aiokafka's fetcher awaits its cancelled in-flight requests without
-            # suppressing their CancelledError (seen while the broker is down), which
-            # skips closing the client: finish the job.
-            await self.consumer._client.close()
+        await stop_consumer(self.consumer)
 
 
 class PriceFeed(_Feed):

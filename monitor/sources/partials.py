@@ -22,7 +22,12 @@ from aiokafka.errors import KafkaError
 from monitor.cascade.partial import PartialError, PartialMarket, from_wire
 from monitor.config import KafkaConfig
 from monitor.logs import get_logger
-from monitor.sources.kafka import POLL_TIMEOUT_MS, consumer_options, partitions_of
+from monitor.sources.kafka import (
+    POLL_TIMEOUT_MS,
+    consumer_options,
+    partitions_of,
+    stop_consumer,
+)
 
 log = get_logger("monitor.sources.partials")
 
@@ -83,8 +88,9 @@ class PartialsFeed:
             await self.poll()
 
     async def stop(self) -> None:
-        with contextlib.suppress(KafkaError):
-            await self.consumer.stop()
+        with contextlib.suppress(KafkaError, TimeoutError):
+            async with asyncio.timeout(3.0):
+                await stop_consumer(self.consumer)
 
 
 async def read_partials(

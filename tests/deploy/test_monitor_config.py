@@ -63,7 +63,7 @@ def test_status_levels_ascend_and_hysteresis_fits_below_them(cfg: dict[str, Any]
     a = cfg["alerts"]
     assert 0 < a["warning_ratio"] < a["critical_ratio"] < a["liquidatable_ratio"] == 1.0
     assert 0 < a["hysteresis"] < a["critical_ratio"] - a["warning_ratio"]
-    assert 0 < a["contagion_min_share"] <= 1
+    assert 0 <= a["contagion_min_share"] <= 1  # 0: only the amount counts (OR semantics)
     assert a["contagion_min_notional"] > 0 and a["stale_price_s"] > 0
 
 

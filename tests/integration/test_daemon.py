@@ -476,11 +476,113 @@ async def test_the_market_job_exports_its_map_and_cascades_and_publishes_its_par
         # A standard shock that liquidates anything crosses the 1.0 notional threshold.
         await daemon.checkpoint("test")
         alerts = [orjson.loads(r.value) for r in await read_topic(broker.bootstrap, topics.alerts)]
-        cascade = [a for a in alerts if a.get("kind", a.get("type")) == "cascade"]
-        assert cascade and all(a["shock"] == "BTC=-10%" for a in cascade)
+        cascade = [a for a in alerts if a["kind"] == "cascade"]
+        assert cascade and all(a["cascade"]["shock"] == "BTC=-10%" for a in cascade)
+        assert all(a["account"] == "market" and a["state"] == "firing" for a in cascade)
     finally:
         daemon.request_stop()
         assert await asyncio.wait_for(task, 30) == 0
     # A clean stop clears this instance's partial (a tombstone on its key).
     records = await read_topic(broker.bootstrap, topics.partials)
     assert records[-1].key == b"test-0" and records[-1].value is None
+
+
+async def test_alert_state_travels_in_the_partition_snapshots_across_a_restart(
+    broker: TansuBroker, topics: Topics, tmp_path: Path
+) -> None:
+    """A firing alert whose account recovers while the monitor is down is resolved
+    after the restart; an account still at risk is not alerted a second time."""
+    enc = orjson.dumps
+    t0 = 1_700_000_000_000
+    setup = [
+        (a.encode(), enc({"type": "balance", "account": a, "asset": "USDT", "amount": 1000.0,
+                          "ts": t0}))
+        for a in ("A", "B")
+    ] + [
+        (a.encode(), enc({"type": "position", "account": a, "symbol": "BTC-PERP", "qty": 2.0,
+                          "entry_price": 60000.0, "ts": t0 + 1}))
+        for a in ("A", "B")
+    ]  # fmt: skip
+    # MM = 120,000 * 0.005 - 50 = 550 (bracket 2 of BTC-PERP); at 59,840 each account
+    # loses 320: equity 680, margin ratio 0.809 -> warning.
+    tick = [(b"BTC-PERP", enc({"symbol": "BTC-PERP", "price": 59840.0, "ts": t0 + 2}))]
+    state_dir = tmp_path / "state"
+
+    async def run_until_applied(events: int, prices: int) -> None:
+        daemon = Daemon(daemon_config(broker.bootstrap, topics, state_dir),
+                        registry=CollectorRegistry(), install_signal_handlers=False)  # fmt: skip
+        task = asyncio.create_task(daemon.run())
+        try:
+            await asyncio.wait_for(daemon.ready.wait(), 30)
+            await wait_applied(daemon, topics, Workload([(None, b"")] * prices,
+                                                        [(None, b"")] * events))  # fmt: skip
+        finally:
+            daemon.request_stop()
+            assert await asyncio.wait_for(task, 30) == 0
+
+    await produce(broker.bootstrap, topics.account_events, setup, partitions=PARTITIONS)
+    await produce(broker.bootstrap, topics.prices, tick, partitions=PARTITIONS)
+    await run_until_applied(len(setup), len(tick))
+    first = [orjson.loads(r.value) for r in await read_topic(broker.bootstrap, topics.alerts)]
+    assert sorted((a["account"], a["state"]) for a in first if a["kind"] == "margin") == [
+        ("A", "firing"),
+        ("B", "firing"),
+    ]
+    # While the monitor is down, A is topped up.
+    top_up = [(b"A", enc({"type": "balance", "account": "A", "asset": "USDT",
+                          "amount": 5000.0, "ts": t0 + 3}))]  # fmt: skip
+    await produce(broker.bootstrap, topics.account_events, top_up, partitions=PARTITIONS)
+    await run_until_applied(len(setup) + 1, len(tick))
+    after = [orjson.loads(r.value) for r in await read_topic(broker.bootstrap, topics.alerts)]
+    new = [a for a in after[len(first) :] if a["kind"] == "margin"]
+    assert [(a["account"], a["state"]) for a in new] == [("A", "resolved")]
+
+
+async def test_the_daemon_delivers_alerts_summary_and_online_flag_over_mqtt(
+    broker: TansuBroker, topics: Topics, tmp_path: Path
+) -> None:
+    from tests.integration.test_mqtt_sink import observing, retained
+    from tests.support.mosquitto import Mosquitto
+
+    mqtt = Mosquitto(tmp_path / "mosquitto")
+    mqtt.start()
+    try:
+        async with observing(mqtt) as obs:
+            mqtt_cfg = {"enabled": True, "host": mqtt.host, "port": mqtt.port,
+                        "topic_prefix": obs.prefix, "instance_topics": True,
+                        "summary_interval_s": 0.2}  # fmt: skip
+            daemon = Daemon(
+                daemon_config(broker.bootstrap, topics, tmp_path / "state", mqtt=mqtt_cfg),
+                registry=CollectorRegistry(),
+                install_signal_handlers=False,
+            )
+            task = asyncio.create_task(daemon.run())
+            work = make_workload(accounts=30, ticks=200, events=300, seed=8)
+            try:
+                await publish(broker.bootstrap, topics, work)
+                await asyncio.wait_for(daemon.ready.wait(), 30)
+                await wait_applied(daemon, topics, work)
+                book = daemon.engine.book
+                at_risk = {book.account_ids[a] for a in range(book.n_accounts)
+                           if book.status[a] > 0}  # fmt: skip
+                assert at_risk
+                summary = f"{obs.prefix}/summary/test-0"
+
+                def delivered(_: object) -> bool:
+                    got = {a.account for _, a in obs.alerts() if a.kind == "margin"}
+                    return at_risk <= got and obs.last(summary) is not None
+
+                await obs.wait_for(delivered, 20)
+                for topic, a in obs.alerts():
+                    if a.kind == "margin":
+                        assert topic == f"{obs.prefix}/alerts/margin/{a.account}"
+                # retained: a new subscriber gets the summary (of this instance's book)
+                data = await retained(mqtt, summary, lambda d: d["accounts"] == book.n_accounts)
+                assert sum(data["by_status"].values()) == book.n_accounts
+                online = obs.last(f"{obs.prefix}/monitor/test-0/online")
+                assert online is not None and online.payload == b"online"
+            finally:
+                daemon.request_stop()
+                assert await asyncio.wait_for(task, 30) == 0
+    finally:
+        mqtt.stop()

@@ -478,7 +478,7 @@ def test_the_config_fields_carry_their_units_and_defaults() -> None:
     }  # fmt: skip
     assert [f.name for f in dataclasses.fields(MqttConfig)] == [
         "enabled", "host", "port", "topic_prefix", "username", "password", "tls",
-        "tls_ca_file", "tls_cert_file", "tls_key_file", "client_id",
+        "tls_ca_file", "tls_cert_file", "tls_key_file", "client_id", "instance_topics",
         "publish_rate_limit_per_s", "batch_max_alerts", "queue_max", "queue_max_mb",
         "summary_interval_s", "reconnect_max_s",
     ]  # fmt: skip
