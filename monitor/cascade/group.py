@@ -35,6 +35,7 @@ What is approximated, and how the two bounds bracket it:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -77,6 +78,14 @@ class GroupCascade:
     @property
     def notional_liquidated(self) -> float:
         return self.rounds[-1].notional if self.rounds else 0.0
+
+    @property
+    def bad_debt(self) -> float:
+        return math.nan  # needs per-account equity: only the exact cascade has it
+
+    @property
+    def healthy_notional_destroyed(self) -> float:
+        return math.nan  # needs per-position uPnL: only the exact cascade has it
 
     @property
     def amplification(self) -> float | None:

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 
 from monitor.alerts.model import MARKET, alert_id
-from monitor.cascade.engine import CascadeResult
 from monitor.risk.report import finite
 
 State = Literal["firing", "resolved"]
@@ -106,6 +105,26 @@ class CascadeAlert:
         return orjson.dumps(self.to_json())
 
 
+class CascadeFigures(Protocol):
+    """What a watch reads of a cascade: the exact one (:class:`CascadeResult`) or
+    the group view's (:class:`~monitor.cascade.group.GroupCascade`)."""
+
+    @property
+    def amplification(self) -> float | None: ...
+
+    @property
+    def notional_liquidated(self) -> float: ...
+
+    @property
+    def accounts_liquidated(self) -> int: ...
+
+    @property
+    def bad_debt(self) -> float: ...
+
+    @property
+    def healthy_notional_destroyed(self) -> float: ...
+
+
 class CascadeWatch:
     """Remembers, per scenario, whether its cascade is past a threshold."""
 
@@ -123,10 +142,14 @@ class CascadeWatch:
         self.clear_ratio = clear_ratio
         self._breached: dict[str, bool] = {}
 
+    def reset(self) -> None:
+        """Forget every scenario's state (the next crossing alerts again)."""
+        self._breached.clear()
+
     def breached(self, shock: str) -> bool:
         return self._breached.get(shock, False)
 
-    def observe(self, shock: str, result: CascadeResult, ts: int) -> CascadeAlert | None:
+    def observe(self, shock: str, result: CascadeFigures, ts: int) -> CascadeAlert | None:
         """The alert for this evaluation, if it is a transition."""
         amp = result.amplification
         amp_v = 0.0 if amp is None else amp

@@ -7,7 +7,14 @@ the daemon's apply lock), then in a worker thread the liquidation map (its
 gauges), the partial (published, key = instance id; delivery awaited), and
 the group view of the latest partial of every instance (``monitor_group_*``).
 Each ``cascade_interval_s``: the standard shocks on this instance's book
-(``monitor_cascade_*``) and the ``cascade`` alerts on them.
+(``monitor_cascade_*``) and the ``cascade`` alerts.
+
+Who alerts on cascades: alone (the group view merges only this instance's
+partial), an instance alerts on its own, exact cascades. In a group of
+several, one instance speaks for the market: the owner of account-events
+partition 0 (Kafka's assignment is the coordination, none is added), on the
+group view's ``lower`` bound; the others keep their own cascades as gauges
+only. A switch between the two modes starts the new mode's watch afresh.
 
 A failure in one round (a bug, a broker error on publishing) is logged and
 counted (``monitor_market_errors_total``) and the job carries on: the
@@ -32,6 +39,7 @@ from monitor.cascade.liqmap import DEFAULT_MOVES
 from monitor.cascade.partial import PartialMarket, partial_market, to_wire
 from monitor.cascade.service import MarketRisk
 from monitor.cascade.snapshot import BookSnapshot
+from monitor.cascade.watch import CascadeWatch
 from monitor.clock import Clock
 from monitor.config import KafkaConfig
 from monitor.instruments.model import RiskParams
@@ -68,6 +76,10 @@ class MarketJob:
         self.feed: PartialsFeed | None = None
         self.last_partial: PartialMarket | None = None
         self.last_group: GroupReport | None = None
+        self.group_watch = CascadeWatch(
+            config.cascade_amplification_threshold, config.cascade_notional_threshold
+        )
+        self._mode = "own"
         self.errors = Counter(
             "monitor_market_errors",
             "Rounds of the market-level job that failed (logged; the job carries on)",
@@ -122,7 +134,7 @@ class MarketJob:
                             await self._map_round(snap, owned, producer())
                         if now >= next_cascade:
                             next_cascade = now + self.config.cascade_interval_s
-                            alerts = await asyncio.to_thread(self._cascades, snap)
+                            alerts = await asyncio.to_thread(self._cascades, snap, owned)
                             if alerts:
                                 await publish_alerts(alerts)
                     except asyncio.CancelledError:
@@ -154,8 +166,27 @@ class MarketJob:
         others[self.instance] = part
         self.last_group = await asyncio.to_thread(self.group.refresh, others.values(), now)
 
-    def _cascades(self, snap: BookSnapshot) -> list[Any]:
-        return list(self.risk.run_cascades(snap).alerts)
+    def _cascades(self, snap: BookSnapshot, owned: Sequence[int]) -> list[Any]:
+        own = list(self.risk.run_cascades(snap).alerts)  # gauges, whatever the mode
+        group = self.last_group
+        mode = "group" if group is not None and len(group.merged.instances) > 1 else "own"
+        if mode != self._mode:
+            self._mode = mode
+            watch = self.group_watch if mode == "group" else self.risk.watch
+            watch.reset()
+            log.info("cascade alerts", mode=mode)
+            if mode == "own":
+                own = list(self.risk.run_cascades(snap).alerts)
+        if mode == "own":
+            return own
+        if group is None or 0 not in owned:
+            return []  # the owner of partition 0 speaks for the market
+        out = []
+        for label, by_bound in group.cascades.items():
+            alert = self.group_watch.observe(label, by_bound["lower"], group.merged.ts)
+            if alert is not None:
+                out.append(alert)
+        return out
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

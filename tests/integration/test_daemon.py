@@ -295,7 +295,8 @@ async def test_two_instances_in_one_group_split_the_accounts_between_them(
 ) -> None:
     work = make_workload(accounts=40, ticks=100, events=300, seed=4)
     await publish(broker.bootstrap, topics, work)
-    market = {"map_interval_s": 0.3}
+    market = {"map_interval_s": 0.3, "cascade_interval_s": 0.3,
+              "cascade_notional_threshold": 1.0, "shocks": ["BTC=-10%"]}  # fmt: skip
     first = Daemon(
         daemon_config(
             broker.bootstrap, topics, tmp_path / "a", market=market, instance={"id": "test-a"}
@@ -354,6 +355,21 @@ async def test_two_instances_in_one_group_split_the_accounts_between_them(
             merged = d.market.last_group.merged.map
             np.testing.assert_array_equal(merged.accounts[:, :], whole.accounts)
             np.testing.assert_allclose(merged.notional, whole.notional, rtol=1e-9)
+
+        # In a group, one instance (the owner of partition 0) alerts on the group
+        # view's cascades (no bad debt there: it needs per-account figures).
+        def group_alerts(records: list[Any]) -> list[dict[str, Any]]:
+            out = [orjson.loads(r.value) for r in records]
+            return [a for a in out if a["kind"] == "cascade" and a["cascade"]["bad_debt"] is None]
+
+        deadline = time.monotonic() + 20
+        while not group_alerts(await read_topic(broker.bootstrap, topics.alerts, 1.0)):
+            assert time.monotonic() < deadline, "no cascade alert from the group view"
+            for d in (first, second):
+                await d.checkpoint("test")  # flushes the alert sinks
+        found = group_alerts(await read_topic(broker.bootstrap, topics.alerts, 1.0))
+        ids = [a["id"] for a in found]
+        assert len(ids) == len(set(ids))  # one speaker, not one per instance
     finally:
         for d, task in ((first, t1), (second, t2)):
             if d is not None and task is not None:
