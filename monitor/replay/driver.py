@@ -69,6 +69,7 @@ class ReplayOptions:
     # apply runs of ticks in compiled code (False: one Engine.apply per tick, the
     # reference path; both give the same alerts, byte for byte)
     compiled_ticks: bool = True
+    prices_topic: str = "prices"  # record lines of this topic may omit ``type``
     chunk_bytes: int = CHUNK_BYTES
 
 
@@ -157,7 +158,7 @@ class Replay:
         parser = TickParser(self.params.symbols)
         readers = [
             StreamReader(f, i, decoder, parser, self.params.symbol_id, symbol=opts.symbol,
-                         chunk_bytes=opts.chunk_bytes)
+                         chunk_bytes=opts.chunk_bytes, prices_topic=opts.prices_topic)
             for i, f in enumerate(opts.files)
         ]  # fmt: skip
         streams = [r.batches() for r in readers]  # opens every file now: fail early

@@ -619,3 +619,161 @@ def test_progress_counts_events_applied_not_events_read(tmp_path: Path, params: 
     asyncio.run(Replay(params, ReplayOptions((ticks,), chunk_bytes=512), progress=shown).run())
     counts = [n for n, _ in shown.seen]
     assert counts == sorted(counts) and 0 < counts[0] < counts[-1] == r.stats.events
+
+
+# -- monitor record files ----------------------------------------------------------
+
+
+def _recorded(topic: str, offset: int, key: str | None, value: bytes | None, ts: int) -> bytes:
+    """A line exactly as ``monitor record`` writes it."""
+    from types import SimpleNamespace
+
+    import msgspec
+
+    from monitor.sources.kafka import recorded
+
+    raw_key = None if key is None else key.encode()
+    msg = SimpleNamespace(topic=topic, partition=offset % 3, offset=offset, key=raw_key,
+                          value=value, timestamp=ts)  # fmt: skip
+    return msgspec.json.encode(recorded(msg))
+
+
+def _untyped(line: bytes) -> bytes:
+    doc = orjson.loads(line)
+    doc.pop("type")
+    return orjson.dumps(doc)
+
+
+def _as_recording(lines: list[bytes], prices: str = "prices") -> list[bytes]:
+    """Wire lines as a recording: ticks on ``prices`` (every other one without its
+    ``type``, as the prices topic allows), account events on account-events."""
+    out = []
+    for k, line in enumerate(lines):
+        doc = orjson.loads(line)
+        if doc["type"] == "tick":
+            value = _untyped(line) if k % 2 else line
+            out.append(_recorded(prices, k, doc["symbol"], value, doc["ts"]))
+        else:
+            out.append(_recorded("account-events", k, doc["account"], line, doc["ts"]))
+    return out
+
+
+def test_the_tick_parser_reads_record_lines_as_the_record_decoder_does(
+    params: RiskParams,
+) -> None:
+    from monitor.replay.records import RecordDecoder
+
+    rng = random.Random(11)
+    tick = b'{"type":"tick","symbol":"ETH-PERP","price":3012.25,"ts":1700000000123}'
+    lines = [
+        _recorded("prices", 7, "ETH-PERP", tick, 1700000000123),
+        _recorded("prices", 8, None, tick, 5),
+        _recorded("other", 9, "k", tick, -1),
+        _recorded("prices", 10, "ETH-PERP", _untyped(tick), 5),  # no type: the decoder's
+        _recorded("prices", 11, "x", None, 5),  # a tombstone
+        _recorded("prices", 12, "x", b"\x00not json", 5),  # value_b64
+        b'{"topic":"prices","partition":0,"offset":01,"timestamp":5,"value":' + tick + b"}",
+        b'{"topic":"pri\\u0063es","partition":0,"offset":1,"timestamp":5,"value":' + tick + b"}",
+        b'{"topic":"prices","partition":0,"offset":1,"timestamp":5,"value":' + tick + b"}}",
+        b'{"topic":"prices","partition":0,"offset":1,"timestamp":5,"value":' + tick + b" }",
+        b'{"topic":"prices","partition":0,"offset":1,"timestamp":5,"value":' + tick[:-1] + b"}",
+        b'{"topic":"prices","value":' + tick + b"}",
+        b'{"topic":"prices","timestamp":5,"partition":0,"value":' + tick + b"}",
+        b'{"topic":7,"value":' + tick + b"}",
+        b'{"topic":"prices","partition":0,"offset":1,"key":null,"timestamp":5,"value":'
+        + tick
+        + b"}",
+        b'{"topic":"prices","partition":0,"offset":1,"timestamp":5,"value":' + tick,
+        b'{"topic":"prices","partition":0,"offset":123456789012345678901,"timestamp":5,"value":'
+        + tick
+        + b"}",
+    ]
+    for k in range(2000):
+        price = repr(round(rng.uniform(1e-4, 1e6), rng.randint(0, 8))).encode()
+        value = (b'{"type":"tick","symbol":"BTC-PERP","price":' + price + b',"ts":'
+                 + str(rng.randint(0, 2**50)).encode() + b"}")  # fmt: skip
+        topic = rng.choice(["prices", "account-events"])
+        key = rng.choice([None, "BTC-PERP"])
+        lines.append(_recorded(topic, k, key, value, rng.randint(-1, 2**45)))
+    data = b"\n".join(lines) + b"\n"
+    buf = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(buf == 10).astype(np.int64)
+    starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+    kind, sym, price, ts = TickParser(params.symbols).parse(buf, starts, ends)
+    dec = RecordDecoder(Decoder(params))
+    fast = 0
+    for i, raw in enumerate(lines):
+        ev, _ = dec.decode_line(raw)
+        if kind[i] == FAST:
+            fast += 1
+            assert isinstance(ev, Tick), raw
+            assert (params.symbols[sym[i]], float(price[i]), int(ts[i])) == (
+                ev.symbol, ev.price, ev.ts
+            ), raw  # fmt: skip
+    assert np.flatnonzero(kind[:17] == FAST).tolist() == [0, 1, 2, 11]  # the canonical layouts
+    assert fast > 1900
+
+
+def test_a_recording_replays_like_the_wire_lines_it_holds(
+    tmp_path: Path, params: RiskParams, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wire_lines = _book_lines() + _crash_lines()
+    wire = _write(tmp_path / "wire.jsonl", b"\n".join(wire_lines) + b"\n")
+    rec = _write(tmp_path / "rec.jsonl.zst", b"\n".join(_as_recording(wire_lines)) + b"\n")
+    custom = _write(tmp_path / "px.jsonl.gz",
+                    b"\n".join(_as_recording(wire_lines, "px")) + b"\n")  # fmt: skip
+    cfg = tmp_path / "monitor.toml"
+    cfg.write_text('[topics]\nprices = "px"\n')
+    outs, docs = [], []
+    for files, extra in (([wire], []), ([rec], []), ([custom], ["--config", str(cfg)])):
+        out = tmp_path / f"alerts{len(outs)}.jsonl"
+        summary = tmp_path / f"summary{len(outs)}.json"
+        argv = ["replay", *map(str, files), "--alerts-out", str(out), "--summary-json",
+                str(summary), *extra]  # fmt: skip
+        assert main(argv) == 0
+        outs.append(out.read_bytes())
+        doc = orjson.loads(summary.read_bytes())
+        for k in ("files", "timing"):
+            doc.pop(k)
+        docs.append(doc)
+    assert outs[0] and outs[0] == outs[1] == outs[2]
+    assert docs[0] == docs[1] == docs[2] and docs[0]["rejected"]["total"] == 0
+    # evaluate and stress read recordings too
+    capsys.readouterr()
+    states = []
+    for f, extra in ((wire, []), (rec, []), (custom, ["--prices-topic", "px"])):
+        assert main(["evaluate", str(f), "--compact", *extra]) == 0
+        states.append(orjson.loads(capsys.readouterr().out))
+        assert main(["stress", str(f), "--shock", "BTC=-5%", "--json", *extra]) == 0
+        states.append(orjson.loads(capsys.readouterr().out))
+    assert states[0] == states[2] == states[4] and states[1] == states[3] == states[5]
+    assert states[0]["summary"]["rejected"] == 0
+
+
+def test_bad_record_lines_are_reported_with_file_and_line(
+    tmp_path: Path, params: RiskParams
+) -> None:
+    pos = encode(PositionEvent("A", "BTC-PERP", 1.0, 50_000.0, T0))
+    rec = _write(tmp_path / "rec.jsonl", b"\n".join([
+        _recorded("prices", 0, "BTC-PERP", _tick("BTC-PERP", 50_000.0, T0), T0),
+        _recorded("prices", 1, "BTC-PERP", None, T0),  # a tombstone
+        _recorded("prices", 2, "BTC-PERP", b"\x00\xff", T0),  # not JSON
+        _recorded("account-events", 3, "A", _untyped(pos), T0),  # type omitted off prices
+        _recorded("prices", 4, "BTC-PERP", b'{"symbol":"BTC-PERP","price":-1,"ts":5}', T0),
+        b'{"topic":["prices"],"value":{}}',
+        _recorded("account-events", 5, "A", pos, T0),
+    ]) + b"\n")  # fmt: skip
+    r = _replay(params, [rec])
+    got = {
+        (x.line, x.reason, x.detail.split(":")[0])
+        for rows in r.recorder.first_rejected.values()
+        for x in rows
+    }
+    assert got == {
+        (2, "missing_field", "prices record at offset 1"),
+        (3, "malformed_json", "prices record at offset 2"),
+        (4, "missing_field", "account-events record at offset 3"),
+        (5, "non_positive_price", "prices record at offset 4"),
+        (6, "bad_type", "record line"),
+    }
+    assert r.stats.account_events == 1 and r.book.n_positions == 1
