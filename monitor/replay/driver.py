@@ -41,7 +41,7 @@ from monitor.engine import AlertSink, Engine
 from monitor.events.decode import Decoder, Rejection, RejectReason
 from monitor.events.schema import Event, Tick
 from monitor.instruments.model import RiskParams
-from monitor.replay.batch import I64, OBJECT, TICK, Batch, concat
+from monitor.replay.batch import I64, NO_TIME, OBJECT, TICK, Batch, concat
 from monitor.replay.kernels import conflate
 from monitor.replay.merge import merge_batches
 from monitor.replay.pacing import Pacer
@@ -81,7 +81,7 @@ class ReplayStats:
     warmup_events: int = 0
     evaluations: int = 0
     alerts: int = 0
-    first_ts: int | None = None
+    first_ts: int | None = None  # event time of the first record whose time was read
     last_ts: int | None = None
     seconds: float = 0.0
 
@@ -199,12 +199,14 @@ class Replay:
         n = len(b)
         st.events += n
         st.ticks += int(np.count_nonzero(b.kind == TICK))
-        if st.first_ts is None:
-            st.first_ts = int(b.key[0])
-        st.last_ts = int(b.key[-1])
+        timed = b.key[b.key != NO_TIME]  # lines whose time could not be read have none
+        if timed.shape[0]:
+            if st.first_ts is None:
+                st.first_ts = int(timed[0])
+            st.last_ts = int(timed[-1])
         start = self.options.start_ms
-        if self.engine.live:
-            self.recorder.start(int(b.key[0]))
+        if self.engine.live and timed.shape[0]:
+            self.recorder.start(int(timed[0]))
         elif start is None:
             await self._go_live(int(b.key[0]))  # a book given: evaluate it first
         else:

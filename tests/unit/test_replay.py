@@ -777,3 +777,119 @@ def test_bad_record_lines_are_reported_with_file_and_line(
         (6, "bad_type", "record line"),
     }
     assert r.stats.account_events == 1 and r.book.n_positions == 1
+
+
+# -- summary and report figures ------------------------------------------------------
+
+
+def test_the_worst_moment_keeps_its_figure_time_and_book_from_one_sample(
+    tmp_path: Path, params: RiskParams
+) -> None:
+    # 400 accounts reach warning one after the other as BTC-PERP slides, each
+    # adding its healthy ETH-PERP short to the notional at risk: late samples
+    # rise by less than 1% each
+    lines = []
+    for k in range(400):
+        lines.append(encode(BalanceEvent(f"S{k}", "USDT", 300.0 + 25.0 * k, T0)))
+        lines.append(encode(PositionEvent(f"S{k}", "BTC-PERP", 1.0, 50_000.0, T0)))
+        lines.append(encode(PositionEvent(f"S{k}", "ETH-PERP", -1.0, 3_000.0, T0)))
+    lines += [_tick("ETH-PERP", 3_000.0, T0)]
+    lines += [_tick("BTC-PERP", 50_000.0 - 25.0 * k, T0 + 100 * k) for k in range(400)]
+    f = _write(tmp_path / "slide.jsonl", b"\n".join(lines) + b"\n")
+    for keep in (True, False):
+        r = _replay(params, [f], keep_worst=keep)
+        w = r.recorder.worst
+        assert w is not None
+        ts, risk = r.recorder.risk.arrays()
+        at = risk[ts == w.ts, 0]
+        assert at.shape == (1,) and at[0] == w.at_risk  # the figure of that sample
+        assert w.at_risk >= risk[:, 0].max() / (1.01 if keep else 1.0)
+        assert np.count_nonzero(np.diff(risk[:, 0]) > 0) > 100  # it did rise, in steps
+        if keep:
+            assert w.snapshot is not None and w.snapshot.ts == w.ts
+            assert w.at_risk < risk[:, 0].max()  # copies were not taken at every step
+
+
+def test_the_worst_account_is_seen_between_samples(tmp_path: Path, params: RiskParams) -> None:
+    book = _write(tmp_path / "book.jsonl", b"\n".join(_book_lines()) + b"\n")
+    # BTC-PERP -12% for 200 ms, back before the next sample (every 10 s)
+    spike = [_tick("BTC-PERP", p, T0 + dt) for dt, p in
+             ((0, 50_000.0), (5_000, 44_000.0), (5_200, 50_000.0), (9_000, 50_100.0))]  # fmt: skip
+    ticks = _write(tmp_path / "t.jsonl", b"\n".join(spike) + b"\n")
+    r = _replay(params, [book, ticks], sample_ms=10_000)
+    assert r.recorder.worst_account is not None
+    ratio, _, account, ts = r.recorder.worst_account
+    assert (account, ts) == ("A1", T0 + 5_000) and ratio >= 1.0
+    assert r.recorder.first_reached["A1"][2] == T0 + 5_000
+    assert r.book.margin_ratio[r.book.slot_of("A1")] < 0.8  # healthy again at the end
+
+
+def test_a_replay_of_only_rejected_lines_says_so_in_summary_and_report(
+    tmp_path: Path, params: RiskParams
+) -> None:
+    from monitor.replay.summary import render, summary
+    from monitor.report.page import render_page
+
+    bad = _write(tmp_path / "bad.jsonl", b"{oops\nnot json either\n")
+    r = _replay(params, [bad], keep_worst=True)
+    text = render(summary(r))
+    assert "events: 2 (0 ticks, 0 account events), no event time read" in text
+    assert " - " not in text.splitlines()[2]
+    page = render_page(r)
+    for section in (
+        "Price paths",
+        "Accounts by status",
+        "Healthy notional at risk",
+        "Margin ratios at the worst moment",
+        "Liquidation map at the worst moment",
+    ):
+        head = page.index(f"<h2>{section}</h2>")
+        assert page[head:].split("</h2>", 1)[1].startswith('<p class="na">Not available: ')
+    assert "<img" not in page and "no event time read" in page
+
+
+def test_the_report_without_a_kept_book_says_why_its_book_plots_are_missing(
+    tmp_path: Path, params: RiskParams
+) -> None:
+    from monitor.report.page import render_page
+
+    book = _write(tmp_path / "book.jsonl", b"\n".join(_book_lines()) + b"\n")
+    ticks = _write(tmp_path / "t.jsonl", b"\n".join(_crash_lines()) + b"\n")
+    page = render_page(_replay(params, [book, ticks]))
+    assert page.count('alt="') == 3  # price paths, statuses, notional at risk
+    assert page.count("Not available: the book was not kept at the worst moment") == 2
+
+
+def test_price_paths_and_the_map_leave_out_what_never_moves(
+    tmp_path: Path, params: RiskParams
+) -> None:
+    from monitor.cascade.snapshot import take_snapshot
+    from monitor.report.page import _map_underlyings, _price_columns
+
+    book = _write(tmp_path / "book.jsonl", b"\n".join(_book_lines()) + b"\n")
+    crash = _write(tmp_path / "t.jsonl", b"\n".join(_crash_lines()) + b"\n")
+    r = _replay(params, [book, crash])
+    sym = params.symbol_id
+    assert _price_columns(r) == [sym["BTC-PERP"], sym["ETH-PERP"]]
+    assert _map_underlyings(r, take_snapshot(r.book)) == ["BTC", "ETH"]
+    # a collateral price that ticks is drawn, unless an instrument on it already is
+    more = _write(tmp_path / "c.jsonl", b"\n".join([
+        _tick("USDC", 0.99, T0 + 50), _tick("BTC", 50_000.0, T0 + 50),
+    ]) + b"\n")  # fmt: skip
+    r = _replay(params, [book, crash, more])
+    assert _price_columns(r) == [sym["BTC-PERP"], sym["ETH-PERP"], sym["USDC"]]
+    assert _map_underlyings(r, take_snapshot(r.book)) == ["BTC", "ETH", "USDC"]
+
+
+def test_windows_are_paced_to_their_last_event_through_the_injected_clock(
+    tmp_path: Path, params: RiskParams
+) -> None:
+    lines = [_tick("BTC-PERP", 50_000.0 - dt, T0 + dt) for dt in (0, 500, 1500, 2600, 2700, 9100)]
+    f = _write(tmp_path / "t.jsonl", b"\n".join(lines) + b"\n")
+    clock = RecordingClock(5_000)
+    r = asyncio.run(
+        Replay(params, ReplayOptions((f,), speed=10.0, window_ms=1000), pace_clock=clock).run()
+    )
+    # windows end at +500 (the first: the pace starts there), +1500, +2700, +9100
+    assert clock.sleeps == [5_100, 5_220, 5_860]
+    assert r.stats.evaluations == 4 and r.book.sym_price[params.symbol_id["BTC-PERP"]] == 40_900.0
