@@ -205,8 +205,9 @@ class Replay:
                 st.first_ts = int(timed[0])
             st.last_ts = int(timed[-1])
         start = self.options.start_ms
-        if self.engine.live and timed.shape[0]:
-            self.recorder.start(int(timed[0]))
+        if self.engine.live:
+            if timed.shape[0]:
+                self.recorder.start(int(timed[0]))
         elif start is None:
             await self._go_live(int(b.key[0]))  # a book given: evaluate it first
         else:

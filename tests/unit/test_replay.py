@@ -893,3 +893,20 @@ def test_windows_are_paced_to_their_last_event_through_the_injected_clock(
     # windows end at +500 (the first: the pace starts there), +1500, +2700, +9100
     assert clock.sleeps == [5_100, 5_220, 5_860]
     assert r.stats.evaluations == 4 and r.book.sym_price[params.symbol_id["BTC-PERP"]] == 40_900.0
+
+
+def test_batches_of_unreadable_lines_change_nothing_but_the_rejections(
+    tmp_path: Path, params: RiskParams
+) -> None:
+    book = _write(tmp_path / "book.jsonl", b"\n".join(_book_lines()) + b"\n")
+    lines = _crash_lines()
+    ticks = _write(tmp_path / "t.jsonl", b"\n".join(lines) + b"\n")
+    bad = [b"{x"] * 40
+    noisy = _write(tmp_path / "n.jsonl", b"\n".join([*bad, *lines[:50], *bad, *lines[50:]])
+                   + b"\n")  # fmt: skip
+    clean = _replay(params, [book, ticks], chunk_bytes=256)
+    dirty = _replay(params, [book, noisy], chunk_bytes=256)  # batches of bad lines alone
+    assert dirty.recorder.rejected == {"malformed_json": 80}
+    assert dirty.recorder.alerts == clean.recorder.alerts
+    assert dirty.stats.evaluations == clean.stats.evaluations
+    assert (dirty.stats.first_ts, dirty.stats.last_ts) == (T0, clean.stats.last_ts)
