@@ -19,6 +19,23 @@ from tests.support.tansu import TansuBroker, Topics, create_topics, make_workloa
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
+@pytest.fixture(autouse=True)
+def _keep_logging() -> Iterator[None]:
+    """``monitor replay`` and ``monitor demo`` configure logging for the whole
+    process (structlog, the root logger): put it back for the tests after."""
+    import logging
+
+    import structlog
+
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.fixture(scope="module")
 def broker() -> Iterator[TansuBroker]:
     with TansuBroker() as b:

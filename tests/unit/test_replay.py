@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,23 @@ from monitor.replay.reader import StreamReader
 from monitor.sources.files import BadLine, Line, merge_by_event_time, read_recording
 
 T0 = 1_700_000_000_000
+
+
+@pytest.fixture(autouse=True)
+def _keep_logging() -> Iterator[None]:
+    """``monitor replay`` and ``monitor demo`` configure logging for the whole
+    process (structlog, the root logger): put it back for the tests after."""
+    import logging
+
+    import structlog
+
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="module")
