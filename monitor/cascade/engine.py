@@ -54,7 +54,7 @@ import numpy.typing as npt
 
 from monitor.cascade.impact import ImpactModel, instrument_depths, price_moves
 from monitor.cascade.shocks import Scenario
-from monitor.cascade.snapshot import BookSnapshot, slice_maintenance, sums
+from monitor.cascade.snapshot import BookSnapshot, liquidatable, slice_maintenance, sums
 from monitor.instruments.model import RiskParams
 from monitor.risk.report import finite
 
@@ -286,7 +286,7 @@ class _Cascade:
 
     def _liquidatable(self) -> tuple[I64, F64]:
         equity, mm = self._equity_mm()
-        liq = np.flatnonzero(self.alive & (mm > 0.0) & (mm >= equity))
+        liq = np.flatnonzero(liquidatable(mm, equity, self.alive))
         return liq, equity
 
     def run(self, max_rounds: int) -> CascadeResult:

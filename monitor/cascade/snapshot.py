@@ -157,10 +157,16 @@ class BaseFigures:
 
     @property
     def liquidatable(self) -> Bool:
-        """The venue's rule ``MR >= 1``, i.e. ``MM >= E`` with open positions."""
-        mm = self.acc_mm
-        out: Bool = (self.n_cross > 0) & (mm > 0.0) & (mm >= self.equity)
-        return out
+        """The venue's rule ``MR >= 1`` (see :func:`liquidatable`)."""
+        return liquidatable(self.acc_mm, self.equity, self.n_cross > 0)
+
+
+def liquidatable(mm: F64, equity: F64, has_positions: Bool) -> Bool:
+    """``MR = MM / E >= 1`` with open positions, compared as ``MM >= E``; equity at or
+    below zero is an infinite ratio (DESIGN.md section 4), liquidatable whatever the
+    maintenance margin, even none (a bracket at a zero rate)."""
+    out: Bool = has_positions & ((equity <= 0.0) | (mm >= equity))
+    return out
 
 
 def base_figures(snap: BookSnapshot) -> BaseFigures:

@@ -5,8 +5,10 @@
 - :mod:`~monitor.replay.driver`: :class:`Replay`, the engine driven by event time;
 - :mod:`~monitor.replay.recorder`, :mod:`~monitor.replay.summary`: what is kept
   and the end-of-run summary; :mod:`monitor.report` draws the HTML report;
-- :mod:`~monitor.replay.console`: alerts as readable lines on a terminal;
-- :mod:`~monitor.replay.bench`: the replay throughput figures.
+- :mod:`~monitor.replay.ticks`: runs of ticks applied in one compiled call;
+- :mod:`~monitor.replay.console`: alerts as readable lines on a terminal.
+
+The throughput figures are :mod:`monitor.bench.replay` (``monitor bench --suite replay``).
 """
 
 from monitor.replay.driver import Replay, ReplayOptions, ReplayResult, ReplayStats

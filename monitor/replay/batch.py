@@ -57,7 +57,9 @@ class Batch:
     def take(self, idx: npt.NDArray[np.integer] | slice) -> Batch:
         """The rows ``idx`` (a slice, or indices in any order), objects following."""
         kind = self.kind[idx]
-        if isinstance(idx, slice):
+        if not self.objs:  # ticks only: nothing to count (windows slice batches often)
+            objs: list[object] = []
+        elif isinstance(idx, slice):
             start, _, _ = idx.indices(len(self))
             k0 = int(np.count_nonzero(self.kind[:start] == OBJECT))
             objs = self.objs[k0 : k0 + int(np.count_nonzero(kind == OBJECT))]

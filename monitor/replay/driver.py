@@ -41,7 +41,7 @@ from monitor.engine import AlertSink, Engine
 from monitor.events.decode import Decoder, Rejection, RejectReason
 from monitor.events.schema import Event, Tick
 from monitor.instruments.model import RiskParams
-from monitor.replay.batch import OBJECT, TICK, Batch, concat
+from monitor.replay.batch import I64, NO_TIME, OBJECT, TICK, Batch, concat
 from monitor.replay.kernels import conflate
 from monitor.replay.merge import merge_batches
 from monitor.replay.pacing import Pacer
@@ -49,6 +49,7 @@ from monitor.replay.parse import TickParser
 from monitor.replay.progress import ReplayProgress
 from monitor.replay.reader import CHUNK_BYTES, StreamReader
 from monitor.replay.recorder import Recorder
+from monitor.replay.ticks import DIRTY, NO_LIMIT, STALE, TickRunner
 from monitor.sources.files import BadLine
 
 
@@ -65,6 +66,10 @@ class ReplayOptions:
     sample_ms: int = 100
     poll_ms: int = 1000
     keep_worst: bool = False  # copy the book at the worst moment (for the report)
+    # apply runs of ticks in compiled code (False: one Engine.apply per tick, the
+    # reference path; both give the same alerts, byte for byte)
+    compiled_ticks: bool = True
+    prices_topic: str = "prices"  # record lines of this topic may omit ``type``
     chunk_bytes: int = CHUNK_BYTES
 
 
@@ -76,7 +81,7 @@ class ReplayStats:
     warmup_events: int = 0
     evaluations: int = 0
     alerts: int = 0
-    first_ts: int | None = None
+    first_ts: int | None = None  # event time of the first record whose time was read
     last_ts: int | None = None
     seconds: float = 0.0
 
@@ -143,6 +148,8 @@ class Replay:
         self._next_poll: int | None = None
         self._pending = Batch.empty()
         self._applied_ts = -1  # event time of the last event applied
+        self._processed = 0  # records applied or rejected so far (the progress line)
+        self._ticker = TickRunner(self.engine.book)
 
     # ------------------------------------------------------------ running
     async def run(self) -> ReplayResult:
@@ -151,7 +158,7 @@ class Replay:
         parser = TickParser(self.params.symbols)
         readers = [
             StreamReader(f, i, decoder, parser, self.params.symbol_id, symbol=opts.symbol,
-                         chunk_bytes=opts.chunk_bytes)
+                         chunk_bytes=opts.chunk_bytes, prices_topic=opts.prices_topic)
             for i, f in enumerate(opts.files)
         ]  # fmt: skip
         streams = [r.batches() for r in readers]  # opens every file now: fail early
@@ -180,7 +187,7 @@ class Replay:
                 if close is not None:
                     close()  # release the files of a replay stopped by --to or an error
             self.stats.seconds = time.perf_counter() - t0
-            self.progress.update(self.stats.events, self.stats.last_ts, self.stats.alerts,
+            self.progress.update(self._processed, self.stats.last_ts, self.stats.alerts,
                                  force=True)  # fmt: skip
             self.progress.stop()
             await self.engine.close()
@@ -192,12 +199,15 @@ class Replay:
         n = len(b)
         st.events += n
         st.ticks += int(np.count_nonzero(b.kind == TICK))
-        if st.first_ts is None:
-            st.first_ts = int(b.key[0])
-        st.last_ts = int(b.key[-1])
+        timed = b.key[b.key != NO_TIME]  # lines whose time could not be read have none
+        if timed.shape[0]:
+            if st.first_ts is None:
+                st.first_ts = int(timed[0])
+            st.last_ts = int(timed[-1])
         start = self.options.start_ms
         if self.engine.live:
-            self.recorder.start(int(b.key[0]))
+            if timed.shape[0]:
+                self.recorder.start(int(timed[0]))
         elif start is None:
             await self._go_live(int(b.key[0]))  # a book given: evaluate it first
         else:
@@ -205,6 +215,7 @@ class Replay:
             if cut:
                 st.warmup_events += cut
                 self._apply_rows(b.take(slice(0, cut)))
+                self._processed += cut
             if cut == n:
                 return
             await self._go_live(int(b.key[cut]))
@@ -213,7 +224,7 @@ class Replay:
             await self._windows(b)
         else:
             await self._one_by_one(b)
-        self.progress.update(st.events, st.last_ts, st.alerts)
+        self.progress.update(self._processed, st.last_ts, st.alerts)
 
     async def _flush(self) -> None:
         if len(self._pending):
@@ -221,8 +232,16 @@ class Replay:
             await self._window(b)
 
     async def _go_live(self, ts: int) -> None:
-        """Start alerting at event time ``ts`` (after the warm-up of ``--from``)."""
+        """Start alerting at event time ``ts``: the first live event, or ``--from``
+        when nothing came after it. The alerts of the state built so far carry
+        that time (the state holds then), not the last warm-up event's."""
+        start = self.options.start_ms
+        if start is not None and ts < start:
+            ts = start
         self.clock.set(max(ts, 0))
+        book = self.engine.book
+        if ts > book.last_event_ts:
+            book.last_event_ts = ts
         alerts = self.engine.go_live()
         self.recorder.start(ts)
         await self._emit(alerts)
@@ -230,38 +249,26 @@ class Replay:
     # ------------------------------------------------------------ one by one
     async def _one_by_one(self, b: Batch) -> None:
         kind = b.kind.tolist()
-        sym = b.sym.tolist()
-        price = b.price.tolist()
         ts = b.ts.tolist()
         objs = b.objs
-        symbols = self._symbols
-        engine = self.engine
-        clock = self.clock
-        k = 0  # next object
+        obj_rows = np.flatnonzero(b.kind == OBJECT).tolist()
+        obj_rows.append(len(kind))
+        q = 0  # next object row, in obj_rows
+        k = 0  # next object, in objs
         i = 0
         n = len(kind)
-        progress = self.progress
         while i < n:
-            t = ts[i]
-            if kind[i] == TICK:
-                await self._before(t)
-                clock.set(t)
-                out = engine.apply((), (Tick(symbols[sym[i]], price[i], t),))
-                self.stats.evaluations += 1
-                if t > self._applied_ts:
-                    self._applied_ts = t
-                if out.rejections:
-                    self._reject_row(b, i, out.rejections[0][1])
-                if out.alerts:
-                    await self._emit(out.alerts)
-                i += 1
-                if progress.enabled and not i & 1023 and progress.due():
-                    progress.update(self.stats.events, t, self.stats.alerts)
+            if i < obj_rows[q]:
+                await self._ticks(b, i, obj_rows[q])
+                i = obj_rows[q]
                 continue
+            t = ts[i]
             obj = objs[k]
             if isinstance(obj, Rejection | BadLine):
                 self._reject_row(b, i, obj)
+                self._processed += 1
                 k += 1
+                q += 1
                 i += 1
                 continue
             # consecutive account events of one time: applied, then evaluated, together
@@ -274,19 +281,107 @@ class Replay:
                 j += 1
                 kk += 1
             await self._before(t)
-            clock.set(t)
+            self.clock.set(t)
             rows = list(range(i, j))
             events: list[Event] = [objs[x] for x in range(k, kk)]  # type: ignore[misc]
-            out = engine.apply(events)
+            out = self.engine.apply(events)
+            self._ticker.invalidate()
             self.stats.evaluations += 1
             self.stats.account_events += len(events)
+            self._processed += len(events)
             if t > self._applied_ts:
                 self._applied_ts = t
             for idx, r in out.rejections:
                 self._reject_row(b, rows[idx], r)
             if out.alerts:
                 await self._emit(out.alerts)
+            q += kk - k
             i, k = j, kk
+
+    async def _ticks(self, b: Batch, lo: int, hi: int) -> None:
+        """Rows ``lo .. hi-1`` (all ticks), each applied and evaluated in order."""
+        ts = b.ts
+        progress = self.progress
+        i = lo
+        if not self.options.compiled_ticks:
+            while i < hi:
+                t = int(ts[i])
+                await self._before(t)
+                await self._tick(b, i)
+                i += 1
+                self._processed += 1
+                if progress.enabled and not i & 1023 and progress.due():
+                    progress.update(self._processed, t, self.stats.alerts)
+            return
+        ticker = self._ticker
+        run_to = hi if not progress.enabled else min(hi, lo + _PROGRESS_ROWS)
+        while i < hi:
+            t = int(ts[i])
+            await self._before(t)
+            j, why, newest = ticker.run(
+                b.sym, b.price, ts, i, run_to, limit=self._limit(t),
+                stop_on_dirty=self.engine.live,
+            )  # fmt: skip
+            if why == STALE and j == i:
+                await self._tick(b, i)  # the book rejects it, with its own message
+                j = i + 1
+            elif j > i:
+                self.stats.evaluations += j - i
+                if newest > self._applied_ts:
+                    self._applied_ts = newest
+                self.clock.set(newest)
+                if why == DIRTY:
+                    await self._evaluate(b, j - 1)
+            self._processed += j - i
+            i = j
+            if i == run_to and i < hi:
+                run_to = min(hi, i + _PROGRESS_ROWS)
+                if progress.due():
+                    progress.update(self._processed, t, self.stats.alerts)
+
+    async def _tick(self, b: Batch, i: int) -> None:
+        """One tick through :meth:`Engine.apply` (the reference path)."""
+        t = int(b.ts[i])
+        self.clock.set(t)
+        tick = Tick(self._symbols[int(b.sym[i])], float(b.price[i]), t)
+        out = self.engine.apply((), (tick,))
+        self.stats.evaluations += 1
+        if t > self._applied_ts:
+            self._applied_ts = t
+        if out.rejections:
+            self._reject_row(b, i, out.rejections[0][1])
+        if out.alerts:
+            await self._emit(out.alerts)
+
+    async def _evaluate(self, b: Batch, i: int) -> None:
+        """Evaluate the dirty accounts after the tick of row ``i`` alone, as
+        :meth:`Engine.apply` does after one tick (it is the trigger)."""
+        alerts = self._drain_and_evaluate(
+            Tick(self._symbols[int(b.sym[i])], float(b.price[i]), int(b.ts[i]))
+        )
+        if alerts:
+            await self._emit(alerts)
+
+    def _drain_and_evaluate(self, trigger: Tick | None) -> list[Any]:
+        engine = self.engine
+        if not engine.live or engine.alerts is None:
+            return []  # catching up: the dirty marks wait for go-live
+        book = engine.book
+        slots = book.drain_dirty()
+        return engine.alerts.evaluate(book, slots, trigger) if slots.size else []
+
+    def _limit(self, t: int) -> int:
+        """The first event time at which the driver must step in again: the next
+        sample, the next poll, and with pacing the next event time to wait for."""
+        lim = NO_LIMIT
+        nxt = self.recorder.next_sample
+        if nxt is not None and nxt < lim:
+            lim = nxt
+        if self._next_poll is not None and self._next_poll < lim:
+            lim = self._next_poll
+        if self.pacer.speed is not None and t + 1 < lim:
+            lim = t + 1
+        return lim
 
     # ------------------------------------------------------------ windows
     async def _windows(self, b: Batch) -> None:
@@ -306,6 +401,7 @@ class Replay:
         await self._before(int(b.key[0]), pace_to=t_end)
         self.clock.set(t_end)
         alerts = self._apply_rows(b)
+        self._processed += len(b)
         self.stats.evaluations += 1
         if t_end > self._applied_ts:
             self._applied_ts = t_end
@@ -326,6 +422,8 @@ class Replay:
                     _STALE, f"tick ts {int(b.ts[i])} for {symbols[s]} is older than the "
                     "last one",
                 ))  # fmt: skip
+            if self.options.compiled_ticks:
+                return self._apply_ticks(b, keep)
             ticks = [
                 Tick(symbols[s], p, t)
                 for s, p, t in zip(
@@ -354,9 +452,27 @@ class Replay:
                 rows.append(i)
                 self.stats.account_events += 1
         out = engine.apply(events)
+        self._ticker.invalidate()
         for idx, r in out.rejections:
             self._reject_row(b, rows[idx], r)
         return out.alerts
+
+    def _apply_ticks(self, b: Batch, keep: I64) -> list[Any]:
+        """The conflated ticks ``keep`` (rows of ``b``) in one compiled run, then
+        one evaluation, as :meth:`Engine.apply` does for a list of ticks."""
+        sym, price, ts = b.sym[keep], b.price[keep], b.ts[keep]
+        n = int(keep.shape[0])
+        i = 0
+        while i < n:
+            j, why, _ = self._ticker.run(sym, price, ts, i, n, stop_on_dirty=False)
+            if why == STALE:
+                r = self.engine.book.apply_tick(int(sym[j]), float(price[j]), int(ts[j]))
+                if r is not None:
+                    self._reject_row(b, int(keep[j]), r)
+                j += 1
+            i = j
+        trigger = Tick(self._symbols[int(sym[0])], float(price[0]), int(ts[0])) if n == 1 else None
+        return self._drain_and_evaluate(trigger)
 
     # ------------------------------------------------------------ common
     async def _before(self, t: int, pace_to: int | None = None) -> None:
@@ -396,5 +512,6 @@ class Replay:
 
 
 _STALE = RejectReason.STALE
+_PROGRESS_ROWS = 4096  # ticks per compiled run while a progress line is shown
 
 __all__ = ["Replay", "ReplayOptions", "ReplayResult", "ReplayStats"]

@@ -3,7 +3,8 @@
 - JSONL (DESIGN.md section 3), plain, gzip or zstd: read in large chunks,
   canonical tick lines parsed by :mod:`monitor.replay.parse`, every other
   line decoded (or rejected) by the wire :class:`~monitor.events.Decoder`,
-  the same one the daemon uses.
+  the same one the daemon uses; ``monitor record`` lines (a Kafka message
+  around a wire value) are unwrapped first (:mod:`monitor.replay.records`).
 - CSV ticks (``ts,symbol,price``; a single-symbol file may take its symbol
   from the caller): through :func:`monitor.sources.files.read_csv_ticks`, so a
   row that is not even CSV-shaped is reported as a
@@ -22,10 +23,11 @@ import numpy as np
 import zstandard
 
 from monitor.errors import InputError
-from monitor.events.decode import Decoder, Rejection
+from monitor.events.decode import Decoder
 from monitor.events.schema import Tick
 from monitor.replay.batch import NO_TIME, OBJECT, TICK, Batch, running_key
 from monitor.replay.parse import BLANK, SLOW, TickParser
+from monitor.replay.records import DEFAULT_PRICES_TOPIC, RecordDecoder
 from monitor.sources.files import BadLine, Line, event_time, open_binary, read_csv_ticks
 
 CHUNK_BYTES = 4 << 20
@@ -52,11 +54,14 @@ class StreamReader:
         *,
         symbol: str | None = None,
         chunk_bytes: int = CHUNK_BYTES,
+        prices_topic: str = DEFAULT_PRICES_TOPIC,
     ) -> None:
+        """``prices_topic``: the topic whose record lines may omit ``type``."""
         self.path = Path(path)
         self.name = str(path)
         self.stream = stream
         self._decoder = decoder
+        self._records = RecordDecoder(decoder, prices_topic)
         self._parser = parser
         self._sid = symbol_id
         self._symbol = symbol
@@ -112,21 +117,17 @@ class StreamReader:
         objs: list[object] = []
         slow = np.flatnonzero(kind == SLOW)
         if slow.shape[0]:
-            dec = self._decoder
+            decode = self._records.decode_line  # wire lines and record lines alike
             for i in slow.tolist():
                 raw = data[int(starts[i]) : int(ends[i])].rstrip(b"\r")
-                ev = dec.decode_event(raw)
-                if isinstance(ev, Rejection):
-                    t = event_time(raw)
-                    ts[i] = NO_TIME if t is None else t
-                    objs.append(ev)
-                elif isinstance(ev, Tick):
+                ev, t = decode(raw)
+                if isinstance(ev, Tick):
                     kind[i] = TICK
                     sym[i] = self._sid[ev.symbol]
                     price[i] = ev.price
                     ts[i] = ev.ts
                 else:
-                    ts[i] = ev.ts
+                    ts[i] = NO_TIME if t is None else t
                     objs.append(ev)
         return self._batch(kind, sym, price, ts, line, objs)
 

@@ -6,10 +6,18 @@ and the book is sampled only at event-time intervals and whenever alerts
 fired (a status change): accounts by status from one compiled pass over the
 accounts, healthy notional at risk from one pass over the positions. Series
 are bounded: past ``max_points`` the interval doubles and every other point
-is dropped. The *worst moment* is the sample with the largest healthy
-notional at risk (or, while there is none, the most accounts beyond
-healthy); the book is copied there (for the margin-ratio distribution and
-the liquidation map) only when a report is wanted.
+is dropped. Prices are kept for every symbol (instruments and collateral).
+
+The *worst moment* is the sample with the largest healthy notional at risk
+(or, while there is none, the most accounts beyond healthy); its time, its
+figures and (only when a report is wanted) a copy of the book, for the
+margin-ratio distribution and the liquidation map, all come from that one
+sample. The copy is taken again only when a later sample is more than 1%
+worse, so the moment reported is within 1% of the worst sampled.
+
+The *worst account* is the highest margin ratio seen (then the lowest
+equity), at the samples and at every margin alert: an account reaching a
+level fires one, so no level reached between samples is missed.
 """
 
 from __future__ import annotations
@@ -111,9 +119,8 @@ class Recorder:
         self.keep_worst = keep_worst
         self.top_events = top_events
         self.next_sample: int | None = None
-        n_instr = self.params.n_instruments
         self.status = Series(4)
-        self.risk = Series(1 + n_instr)  # at-risk notional, then the instrument prices
+        self.risk = Series(1 + len(self.params.symbols))  # at-risk notional, then each price
         self.peaks: dict[str, tuple[int, int]] = {}  # status -> (accounts, ts)
         self.rejected: Counter[str] = Counter()
         self.first_rejected: dict[str, list[RejectedLine]] = {}
@@ -149,6 +156,9 @@ class Recorder:
                 self.top_at_risk = (at_risk, account, ts)
             if kind == "margin" and getattr(a, "isolated_symbol", None) is None:
                 self._reached(account, str(a.severity), ts)
+                mr, eq = getattr(a, "margin_ratio", None), getattr(a, "equity", None)
+                if mr is not None and eq is not None:
+                    self._worse(float(mr), float(eq), account, ts)
             elif kind == "contagion" and at_risk > 0.0:
                 held = self.contagion.get(account)
                 if held is None or at_risk > held.healthy_notional_at_risk:
@@ -192,14 +202,12 @@ class Recorder:
         self._status_point(ts, counts)
         row = np.empty(self.risk.width)
         row[0] = total
-        row[1:] = book.sym_price[: self.params.n_instruments]
+        row[1:] = book.sym_price
         self.risk.add(ts, row)
         if top >= 0 and (self.top_at_risk is None or top_v > self.top_at_risk[0]):
             self.top_at_risk = (top_v, book.account_ids[top], ts)
         if worst >= 0:
-            w = self.worst_account
-            if w is None or worst_mr > w[0] or (worst_mr == w[0] and worst_eq < w[1]):
-                self.worst_account = (worst_mr, worst_eq, book.account_ids[worst], ts)
+            self._worse(worst_mr, worst_eq, book.account_ids[worst], ts)
         self._worst_moment(book, ts, total, n - int(self._counts[0]))
         self.next_sample = (ts // self.sample_ms + 1) * self.sample_ms
         if len(self.risk.ts) > self.max_points:
@@ -223,13 +231,18 @@ class Recorder:
         if len(self.status.ts) > 2 * self.max_points:
             self.status.halve()
 
+    def _worse(self, ratio: float, equity: float, account: str, ts: int) -> None:
+        w = self.worst_account
+        if w is None or ratio > w[0] or (ratio == w[0] and equity < w[1]):
+            self.worst_account = (ratio, equity, account, ts)
+
     def _worst_moment(self, book: MarginBook, ts: int, at_risk: float, not_healthy: int) -> None:
         w = self.worst
         if w is not None:
             if at_risk > 0.0 or w.at_risk > 0.0:
-                if at_risk <= w.at_risk * 1.01:
-                    if at_risk > w.at_risk:  # within 1%: keep the copy, move the figures
-                        w.at_risk = at_risk
+                # a copy of the book is taken again only for a 1% worse moment;
+                # without one, every worse sample moves the moment
+                if at_risk <= w.at_risk * (1.01 if self.keep_worst else 1.0):
                     return
             elif not_healthy <= w.not_healthy:
                 return

@@ -113,15 +113,22 @@ def _brief(rep: Json) -> Json:
     }
 
 
+def span_text(doc: Json) -> str:
+    """`` from <first> to <last> UTC``, or why there is no such span."""
+    ev = doc["event_time"]
+    if ev["first"] is None or ev["last"] is None:
+        return ", no event time read" if doc["events"] else ""
+    return f" from {event_time_text(ev['first'])} to {event_time_text(ev['last'])} UTC"
+
+
 def render(doc: Json) -> str:
     """The summary as text for a terminal."""
     t = event_time_text
-    ev = doc["event_time"]
     lines = [
         "Replay summary",
         f"  files: {', '.join(doc['files'])}",
         f"  events: {doc['events']:,} ({doc['ticks']:,} ticks, {doc['account_events']:,} account "
-        f"events) from {t(ev['first'])} to {t(ev['last'])} UTC",
+        f"events){span_text(doc)}",
     ]
     if doc["warmup_events"]:
         lines.append(f"  before --from (state only, no alerts): {doc['warmup_events']:,} events")
@@ -194,4 +201,4 @@ def render(doc: Json) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["render", "summary"]
+__all__ = ["render", "span_text", "summary"]

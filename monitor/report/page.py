@@ -9,12 +9,15 @@ import html
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from monitor.cascade.liqmap import DEFAULT_MOVES, liquidation_map
 from monitor.cascade.render import money
+from monitor.cascade.snapshot import BookSnapshot
 from monitor.errors import InputError
 from monitor.replay.driver import ReplayResult
 from monitor.replay.progress import event_time_text
-from monitor.replay.summary import summary
+from monitor.replay.summary import span_text, summary
 from monitor.report import plots
 
 REPORT_NAME = "report.html"
@@ -27,6 +30,7 @@ h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.15em;margin-top:1.6em}
 table{border-collapse:collapse;font-size:.86em;width:100%} td,th{border-bottom:1px solid #e3e3e3;
 padding:4px 6px;text-align:left;vertical-align:top} th{background:#f4f4f4}
 .num{text-align:right;white-space:nowrap} .kv td:first-child{color:#555;width:34%}
+.na{color:#555;font-style:italic}
 """
 
 
@@ -68,12 +72,11 @@ def _contagion_rows(result: ReplayResult) -> str:
 
 def _key_figures(doc: dict[str, Any]) -> str:
     t = event_time_text
-    ev = doc["event_time"]
     peaks = doc["peak_accounts"]
     items = [
         ("events", f"{doc['events']:,} ({doc['ticks']:,} ticks, {doc['account_events']:,} "
                    "account events)"),
-        ("event time", f"{t(ev['first'])} to {t(ev['last'])} UTC"),
+        ("event time", span_text(doc).removeprefix(" from ").removeprefix(", ") or "none"),
         ("accounts", f"{doc['accounts']:,}"),
         ("rejected lines", f"{doc['rejected']['total']:,}"),
         ("alerts", f"{doc['alerts']['total']:,}"),
@@ -99,35 +102,105 @@ def _key_figures(doc: dict[str, Any]) -> str:
     return f'<table class="kv">{cells}</table>'
 
 
+def _na(why: str) -> str:
+    return f'<p class="na">Not available: {html.escape(why)}.</p>'
+
+
+def _ticked(result: ReplayResult) -> list[bool]:
+    """Per symbol: whether a tick of it was applied."""
+    return [bool(t >= 0) for t in result.book.sym_ts.tolist()]
+
+
+def _price_columns(result: ReplayResult) -> list[int]:
+    """The symbols whose price paths are drawn: every instrument that ticked, and
+    a symbol that only prices collateral when it ticked and no instrument on
+    its underlying did (a fixed-price or never-ticked asset is a flat line)."""
+    p = result.params
+    ticked = _ticked(result)
+    ni = p.n_instruments
+    drawn = [s for s in range(ni) if ticked[s]]
+    moved = {p.instruments[s].underlying for s in drawn}
+    for s in range(ni, len(p.symbols)):
+        unders = {a.underlying for a in p.assets if a.price_symbol == p.symbols[s]}
+        if ticked[s] and not unders & moved:
+            drawn.append(s)
+    return drawn
+
+
+def _map_underlyings(result: ReplayResult, snap: BookSnapshot) -> list[str]:
+    """Underlyings worth a line on the liquidation map: those positions are held
+    on, and those whose prices ticked (a collateral-only asset that never ticks,
+    USDC at its fixed price, moves nothing in the replay)."""
+    p = result.params
+    held = {p.instruments[s].underlying for s in np.unique(snap.sym).tolist()}
+    ticked = _ticked(result)
+    for k, a in enumerate(p.assets):
+        s = int(p.asset_price_sym[k])
+        if a.underlying is not None and s >= 0 and ticked[s]:
+            held.add(a.underlying)
+    for s in range(p.n_instruments):
+        if ticked[s]:
+            held.add(p.instruments[s].underlying)
+    return [u for u in p.underlyings if u in held]
+
+
 def render_page(result: ReplayResult, title: str | None = None) -> str:
-    """The report page as HTML text."""
+    """The report page as HTML text. Every section is there; one without data
+    says why it is not available."""
     rec = result.recorder
     doc = summary(result)
     params = result.params
     figures: list[str] = []
     ts, risk = rec.risk.arrays()
-    if ts.size:
-        figures.append("<h2>Price paths</h2>")
-        symbols = params.symbols[: params.n_instruments]
-        figures.append(_img(plots.price_paths(ts, risk[:, 1:], symbols), "price paths"))
+    no_sample = "no event was applied, so the book was never sampled"
+    figures.append("<h2>Price paths</h2>")
+    cols = _price_columns(result)
+    if ts.size and cols:
+        symbols = [params.symbols[s] for s in cols]
+        figures.append(_img(plots.price_paths(ts, risk[:, 1:][:, cols], symbols), "price paths"))
+    else:
+        figures.append(_na(no_sample if not ts.size else "no symbol was ticked"))
     sts, counts = rec.status.arrays()
+    figures.append("<h2>Accounts by status</h2>")
     if sts.size:
-        figures.append("<h2>Accounts by status</h2>")
         figures.append(_img(plots.accounts_by_status(sts, counts), "accounts by status"))
+    else:
+        figures.append(_na(no_sample))
+    figures.append("<h2>Healthy notional at risk</h2>")
     if ts.size:
-        figures.append("<h2>Healthy notional at risk</h2>")
         figures.append(_img(plots.at_risk_over_time(ts, risk[:, 0]), "healthy notional at risk"))
+    else:
+        figures.append(_na(no_sample))
     w = rec.worst
-    if w is not None and w.snapshot is not None and w.margin_ratio is not None:
+    if w is None:
+        why = no_sample
+    elif w.snapshot is None or w.margin_ratio is None:
+        why = "the book was not kept at the worst moment (replay with --report to keep it)"
+    else:
+        why = ""
+    figures.append("<h2>Margin ratios at the worst moment</h2>")
+    if w is not None and w.margin_ratio is not None and not why:
         when = event_time_text(w.ts)
         thr = result.book.thresholds
-        figures.append("<h2>Margin ratios at the worst moment</h2>")
         figures.append(_img(plots.margin_ratio_histogram(
             w.margin_ratio, (thr.warning, thr.critical, thr.liquidatable), when),
             "margin-ratio distribution"))  # fmt: skip
+    else:
+        figures.append(_na(why))
+    figures.append("<h2>Liquidation map at the worst moment</h2>")
+    if w is not None and w.snapshot is not None and not why:
+        when = event_time_text(w.ts)
+        unders = _map_underlyings(result, w.snapshot)
         m = liquidation_map(w.snapshot, DEFAULT_MOVES)
-        figures.append("<h2>Liquidation map at the worst moment</h2>")
-        figures.append(_img(plots.liquidation_map_plot(m, when), "liquidation map"))
+        figures.append(_img(plots.liquidation_map_plot(m, when, unders), "liquidation map"))
+        left = [u for u in params.underlyings if u not in unders]
+        if left:
+            figures.append(
+                '<p class="sub">Not drawn (no positions on them and no ticks of their prices): '
+                + html.escape(", ".join(left)) + ".</p>"
+            )  # fmt: skip
+    else:
+        figures.append(_na(why))
     heading = title or "Replay report"
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

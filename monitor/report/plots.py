@@ -134,14 +134,17 @@ def margin_ratio_histogram(
     return _png(fig)
 
 
-def liquidation_map_plot(m: LiquidationMap, when: str) -> bytes:
-    """Notional liquidatable if one underlying moves, per underlying."""
+def liquidation_map_plot(
+    m: LiquidationMap, when: str, underlyings: Sequence[str] | None = None
+) -> bytes:
+    """Notional liquidatable if one underlying moves, per underlying (those of
+    ``underlyings`` only, when given)."""
     fig = Figure(figsize=(WIDTH_IN, 4.2))
     ax = fig.add_subplot()
     x = m.moves * 100.0
     drawn = 0
     for k, u in enumerate(m.underlyings):
-        if not m.accounts[k].any():
+        if not m.accounts[k].any() or (underlyings is not None and u not in underlyings):
             continue
         ax.plot(x, m.notional[k], marker="o", ms=2.5, lw=1.4, label=u)
         drawn += 1

@@ -1,4 +1,4 @@
-"""Replay throughput (see :mod:`monitor.replay.bench`).
+"""Replay throughput: ``monitor bench --suite replay`` (see :mod:`monitor.bench.replay`).
 
 .venv/bin/python tests/bench/bench_replay.py [ACCOUNTS]
 """
@@ -7,15 +7,8 @@ from __future__ import annotations
 
 import sys
 
-from monitor.bench.report import render
-from monitor.replay.bench import bench_replay
-
-
-def main() -> None:
-    accounts = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
-    print(f"replay bench, {accounts:,} accounts")
-    print(render(bench_replay(accounts)))
-
+from monitor.cli import main
 
 if __name__ == "__main__":
-    main()
+    accounts = sys.argv[1] if len(sys.argv) > 1 else "10000"
+    sys.exit(main(["bench", "--suite", "replay", "--accounts", accounts]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,23 @@ from monitor.cli import main
 from tests.support.tansu import TansuBroker, Topics, create_topics, make_workload
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+
+@pytest.fixture(autouse=True)
+def _keep_logging() -> Iterator[None]:
+    """``monitor replay`` and ``monitor demo`` configure logging for the whole
+    process (structlog, the root logger): put it back for the tests after."""
+    import logging
+
+    import structlog
+
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +95,41 @@ async def test_wire_jsonl_published_and_recorded_comes_back_line_for_line(
     for key in {r["key"] for r in got}:
         ts = [r["value"]["ts"] for r in got if r["key"] == key]  # type: ignore[index]
         assert ts == sorted(ts)
+    # The recording replays and evaluates as the wire lines it holds (the prices
+    # topic's ticks without `type` included), its topics named by a config file.
+    wire = tmp_path / "wire.jsonl"
+    wire.write_bytes(b"\n".join(_typed(v) for v in lines) + b"\n")
+    cfg = tmp_path / "monitor.toml"
+    cfg.write_text(f'[topics]\nprices = "{t.prices}"\naccount_events = "{t.account_events}"\n')
+    docs = []
+    for f, extra in ((out, ["--config", str(cfg)]), (wire, [])):
+        summary = tmp_path / f"{f.name}.summary.json"
+        assert await cli("replay", str(f), "--alerts-out", str(tmp_path / f"{f.name}.alerts"),
+                         "--summary-json", str(summary), *extra) == 0  # fmt: skip
+        docs.append(json.loads(summary.read_bytes()))
+    for k in ("events", "ticks", "account_events", "accounts", "rejected"):
+        assert docs[0][k] == docs[1][k], k
+    assert docs[0]["rejected"]["total"] == 0 and docs[0]["ticks"] == len(work.prices)
+    states = []
+    for f, extra in ((out, ["--prices-topic", t.prices]), (wire, [])):
+        state = tmp_path / f"{f.name}.state.json"
+        with state.open("w") as fh, contextlib.redirect_stdout(fh):
+            assert await cli("evaluate", str(f), "--compact", *extra) == 0
+        states.append(json.loads(state.read_bytes()))
+    assert states[0]["summary"] == states[1]["summary"]
+    held = [
+        {a["account"]: sorted((p["symbol"], p["qty"]) for p in a["positions"])
+         for a in st["accounts"]}
+        for st in states
+    ]  # fmt: skip
+    assert held[0] == held[1] and len(held[0]) == 10
+
+
+def _typed(value: bytes) -> bytes:
+    """A prices-topic value as a wire line (``type`` may be left out on that topic)."""
+    doc = json.loads(value)
+    doc.setdefault("type", "tick")
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 async def test_a_recording_published_again_records_identically(

@@ -1,11 +1,14 @@
 """The replay report renders in a real browser (headless Debian Chromium)
-with every plot present and not blank."""
+with every plot present and not blank: each image loaded by the browser
+itself (its natural size, and its decoded pixels read back from a canvas),
+and the page as a whole in a screenshot."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -39,6 +42,58 @@ def _chromium() -> str:
     pytest.fail("Debian chromium is not installed: `make test` installs it (make system-deps)")
 
 
+# Run in the page once everything has loaded: every image's natural size and, from
+# its decoded pixels drawn on a canvas, how many colours it has (5 bits a channel)
+# and the share of the commonest; written into the DOM for --dump-dom to print.
+CHECK = b"""<script>
+window.addEventListener("load", () => {
+  const out = [];
+  for (const img of document.images) {
+    const w = img.naturalWidth, h = img.naturalHeight;
+    let colours = 0, top = 1;
+    if (img.complete && w && h) {
+      const c = document.createElement("canvas");
+      c.width = w;
+      c.height = h;
+      const g = c.getContext("2d");
+      g.drawImage(img, 0, 0);
+      const d = g.getImageData(0, 0, w, h).data;
+      const seen = new Map();
+      for (let i = 0; i < d.length; i += 4) {
+        const k = ((d[i] >> 3) << 10) | ((d[i + 1] >> 3) << 5) | (d[i + 2] >> 3);
+        seen.set(k, (seen.get(k) || 0) + 1);
+      }
+      colours = seen.size;
+      top = Math.max(...seen.values()) / (w * h);
+    }
+    out.push({alt: img.alt, complete: img.complete, width: w, height: h, colours, top});
+  }
+  const pre = document.createElement("pre");
+  pre.id = "image-check";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>"""
+CHECKED = re.compile(rb'<pre id="image-check">(.*?)</pre>', re.S)
+
+
+def _png(colour: tuple[int, int, int], size: tuple[int, int] = (40, 400)) -> str:
+    """A PNG of one colour, base64 (a blank image for the control)."""
+    from matplotlib.image import imsave
+
+    buf = io.BytesIO()
+    imsave(buf, np.full((*size, 3), colour, dtype=np.uint8), format="png")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _chromium_args(chromium: str, profile: Path) -> list[str]:
+    return [
+        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", f"--user-data-dir={profile}",
+    ]  # fmt: skip
+
+
 def _varied(img: np.ndarray) -> bool:
     """More than one colour, and not almost all of it one colour."""
     px = img[..., :3].reshape(-1, 3)
@@ -70,19 +125,47 @@ def test_the_report_embeds_every_plot_as_a_non_blank_png(report: Path) -> None:
         assert img.shape[0] > 100 and img.shape[1] > 300, alt
         assert _varied(img), alt
     assert b"<table" in html and b"Largest contagion events" in html
+    assert b"Not available" not in html
+    # the crash prices BTC only and no account holds DOGE or HYPE: their flat lines
+    # (and USDC's, a collateral at a fixed price) are left out of the map
+    assert (
+        b"Not drawn (no positions on them and no ticks of their prices): DOGE, HYPE, USDC" in html
+    )
     assert b"http://" not in html and b"https://" not in html  # self-contained
+
+
+@pytest.mark.timeout(180)
+def test_headless_chromium_loads_every_image_of_the_report_and_none_is_blank(
+    report: Path, tmp_path: Path
+) -> None:
+    chromium = _chromium()
+    # two controls show the check can fail: an image that does not decode, a blank one
+    controls = (
+        '<img alt="control: broken" src="data:image/png;base64,iVBORw0KGgoAAAA">'
+        f'<img alt="control: blank" src="data:image/png;base64,{_png((255, 255, 255))}">'
+    ).encode()
+    page = tmp_path / "checked.html"
+    page.write_bytes(report.read_bytes().replace(b"</body>", controls + CHECK + b"</body>"))
+    cmd = [*_chromium_args(chromium, tmp_path / "profile"), "--dump-dom", page.as_uri()]
+    dom = subprocess.run(cmd, check=True, capture_output=True, timeout=150).stdout
+    found = CHECKED.search(dom)
+    assert found is not None, "the check did not run in the page"
+    images = {i["alt"]: i for i in json.loads(found.group(1))}
+    assert set(images) == PLOTS | {"control: broken", "control: blank"}
+    for alt in PLOTS:
+        i = images[alt]
+        assert i["complete"] and i["width"] > 300 and i["height"] > 100, i
+        assert i["colours"] > 8 and i["top"] < 0.995, i  # drawn, not one flat colour
+    assert images["control: broken"]["width"] == 0
+    assert images["control: blank"]["width"] == 400 and images["control: blank"]["colours"] == 1
 
 
 @pytest.mark.timeout(180)
 def test_headless_chromium_renders_the_report_with_its_images(report: Path, tmp_path: Path) -> None:
     chromium = _chromium()
     shot = tmp_path / "report.png"
-    cmd = [
-        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-        "--window-size=1400,3000", report.as_uri(),
-    ]  # fmt: skip
+    cmd = [*_chromium_args(chromium, tmp_path / "profile"), f"--screenshot={shot}",
+           "--window-size=1400,3000", report.as_uri()]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, timeout=150)
     img = imread(str(shot))
     assert img.shape[0] >= 3000 and img.shape[1] >= 1400

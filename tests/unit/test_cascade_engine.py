@@ -263,3 +263,34 @@ def test_json_names_accounts_and_keeps_only_non_zero_spillover_cells() -> None:
     }
     assert doc["shocks"] == {"BTC": -0.1}
     assert doc["amplification"] == pytest.approx(1.9)
+
+
+def test_equity_at_or_below_zero_is_liquidatable_even_without_maintenance_margin() -> None:
+    from monitor.cascade import liquidation_map
+    from monitor.cascade.snapshot import base_figures
+    from monitor.instruments.model import Asset, Instrument, derive_brackets
+
+    # A zero-rate bracket: no maintenance margin at any notional (the instruments
+    # file asks for rates above 0; the rule does not lean on that).
+    free = Instrument("FREE-PERP", "FREE", derive_brackets([(0.0, 0.0)]), depth_usd=1e9)
+    p = RiskParams((free,), (Asset("USDT", price=1.0),))
+    # A: 100 USDT, long 10 FREE-PERP @ 100: E = 100 + 1000 x, MM = 0 at every move x.
+    # B: 285 USDT, the same position: E = 285 + 1000 x.
+    # C: 50 USDT, long 10 @ 110: E = 50 - 100 = -50 already.
+    book = book_of(p, [
+        Tick("FREE-PERP", 100.0, 1),
+        usdt("A", 100.0), pos("A", "FREE-PERP", 10.0, 100.0),
+        usdt("B", 285.0), pos("B", "FREE-PERP", 10.0, 100.0),
+        usdt("C", 50.0), pos("C", "FREE-PERP", 10.0, 110.0),
+    ])  # fmt: skip
+    snap = take_snapshot(book)
+    assert ids(book, np.flatnonzero(base_figures(snap).liquidatable)) == ["C"]
+    r = run_cascade(snap, {"FREE": -0.2})
+    # -20%: A's equity is 100 - 200 = -100, C's -50 - 200 = -250; B keeps 85
+    assert ids(book, r.rounds[0].accounts) == ["A", "C"]
+    assert r.rounds[0].bad_debt == pytest.approx(350.0)
+    m = liquidation_map(snap)
+    u = m.underlyings.index("FREE")
+    at = {round(float(x), 2): int(n) for x, n in zip(m.moves, m.accounts[u], strict=True)}
+    assert (at[0.0], at[-0.09], at[-0.1], at[-0.28], at[-0.29]) == (1, 1, 2, 2, 3)
+    assert run_cascade(snap, {"FREE": 0.06}).rounds[0].accounts.size == 0  # C back above 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,23 @@ from monitor.demo.scenarios import SCENARIOS
 from monitor.events.schema import BalanceEvent, PositionEvent
 from monitor.instruments import RiskParams, load_instruments
 from monitor.replay.console import ConsoleAlertSink
+
+
+@pytest.fixture(autouse=True)
+def _keep_logging() -> Iterator[None]:
+    """``monitor replay`` and ``monitor demo`` configure logging for the whole
+    process (structlog, the root logger): put it back for the tests after."""
+    import logging
+
+    import structlog
+
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="module")

@@ -29,17 +29,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--suite",
         action="append",
-        choices=["book", "loop", "mixed", "cascade"],
+        choices=["book", "loop", "mixed", "cascade", "replay"],
         help="run only these suites (repeatable; default: all)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    from monitor.bench import cascade
+    from monitor.bench import cascade, replay
     from monitor.bench.book import bench_book, bench_mixed_stream, bench_python_loop
     from monitor.bench.report import render
 
-    suites = args.suite or ["book", "loop", "mixed", "cascade"]
+    suites = args.suite or ["book", "loop", "mixed", "cascade", "replay"]
     out = sys.stdout
     out.write(f"monitor bench --accounts {args.accounts}\n")
     rows = []
@@ -51,5 +51,7 @@ def run(args: argparse.Namespace) -> int:
         rows += bench_mixed_stream(min(100_000, args.accounts))
     if "cascade" in suites:
         rows += cascade.rows(args.accounts)
+    if "replay" in suites:
+        rows += replay.rows(args.accounts)
     out.write(render(rows) + "\n")
     return 0

@@ -13,6 +13,7 @@ from monitor.book.store import MarginBook
 from monitor.events.decode import Decoder, Rejection
 from monitor.instruments import load_instruments
 from monitor.instruments.model import RiskParams
+from monitor.replay.records import DEFAULT_PRICES_TOPIC, RecordDecoder
 from monitor.risk.report import account_report
 from monitor.sources.files import read_jsonl
 
@@ -21,24 +22,36 @@ HELP = "Apply a JSONL event file (.gz/.zst too) and print the final state of eve
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", type=Path, help="JSONL event file (plain, .gz or .zst)")
+    p.add_argument("file", type=Path, help="JSONL event file or `monitor record` recording "
+                   "(plain, .gz or .zst)")  # fmt: skip
     p.add_argument(
         "--instruments", type=Path, default=None, help="instruments TOML (default: bundled)"
     )
+    add_prices_topic(p)
     p.add_argument("--strict", action="store_true", help="exit 1 if any line was rejected")
     p.add_argument("--compact", action="store_true", help="one-line JSON instead of indented")
 
 
-def load_book(path: Path, params: RiskParams) -> tuple[MarginBook, list[dict[str, Any]], int]:
-    """Apply every line of an event file in order; returns the book, the rejected lines
-    (line number, reason, detail) and the number of events read."""
+def add_prices_topic(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--prices-topic", default=DEFAULT_PRICES_TOPIC, metavar="NAME",
+        help="in a recording, the topic whose values may omit `type` (default: prices)",
+    )  # fmt: skip
+
+
+def load_book(
+    path: Path, params: RiskParams, prices_topic: str = DEFAULT_PRICES_TOPIC
+) -> tuple[MarginBook, list[dict[str, Any]], int]:
+    """Apply every line of an event file (wire lines, or ``monitor record`` lines)
+    in order; returns the book, the rejected lines (line number, reason, detail)
+    and the number of events read."""
     book = MarginBook(params)
-    decoder = Decoder(params)
+    decode = RecordDecoder(Decoder(params), prices_topic).decode_line
     rejected: list[dict[str, Any]] = []
     events = 0
     for _, line_no, raw in read_jsonl(path):
         events += 1
-        ev = decoder.decode_event(raw)
+        ev, _ts = decode(raw)
         if not isinstance(ev, Rejection):
             r = book.apply(ev)
             if r is None:
@@ -50,7 +63,7 @@ def load_book(path: Path, params: RiskParams) -> tuple[MarginBook, list[dict[str
 
 def run(args: argparse.Namespace) -> int:
     params = load_instruments(args.instruments)
-    book, rejected, events = load_book(args.file, params)
+    book, rejected, events = load_book(args.file, params, args.prices_topic)
     doc = {
         "accounts": [account_report(book, a) for a in range(book.n_accounts)],
         "rejected": rejected,

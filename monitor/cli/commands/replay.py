@@ -15,7 +15,9 @@ from monitor.errors import ConfigError, InputError
 NAME = "replay"
 HELP = "Replay recorded tick and account streams through the engine: alerts, summary, report."
 _EPILOG = """\
-Files are JSONL in the wire format or CSV ticks (ts,symbol,price; a file of one
+Files are JSONL in the wire format, `monitor record` recordings (each message's
+value is decoded as the daemon decodes its topic: on the prices topic of
+--config `type` may be omitted), or CSV ticks (ts,symbol,price; a file of one
 symbol may have ts,price with --symbol), plain, .gz or .zst; several files are
 merged by event time (equal times keep the order of the files, then of the
 lines). List the file holding the accounts' positions and balances first so
@@ -107,8 +109,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="log level on stderr (default warning; info logs every alert)")  # fmt: skip
 
 
-def load_settings(config: Path | None, instruments: Path | None) -> tuple[Any, Any]:
-    """(risk parameters, alerts config) from the command line's files."""
+def load_settings(config: Path | None, instruments: Path | None) -> tuple[Any, Any, str]:
+    """(risk parameters, alerts config, prices topic) from the command line's files."""
     from monitor.alerts.config import AlertsConfig
     from monitor.config import load_config
     from monitor.instruments import load_instruments
@@ -116,7 +118,7 @@ def load_settings(config: Path | None, instruments: Path | None) -> tuple[Any, A
     cfg = load_config(config)
     alerts = cfg.alerts if cfg.alerts is not None else AlertsConfig()
     inst = instruments if instruments is not None else (cfg.instruments.file or None)
-    return load_instruments(inst), alerts
+    return load_instruments(inst), alerts, cfg.topics.prices
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         if not f.is_file():
             raise InputError(f"{f}: no such file")
     configure_logging(args.log_level, stream=sys.stderr)
-    params, alerts_cfg = load_settings(args.config, args.instruments)
+    params, alerts_cfg, prices_topic = load_settings(args.config, args.instruments)
     options = ReplayOptions(
         files=tuple(args.files),
         symbol=args.symbol,
@@ -142,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         end_ms=args.end,
         sample_ms=args.sample_ms,
         keep_worst=args.report is not None,
+        prices_topic=prices_topic,
     )
     if args.alerts_out is not None:
         try:

@@ -15,7 +15,7 @@ from monitor.cascade.liqmap import liquidation_map
 from monitor.cascade.render import format_cascade, format_map
 from monitor.cascade.shocks import parse_scenario
 from monitor.cascade.snapshot import take_snapshot
-from monitor.cli.commands.evaluate import load_book
+from monitor.cli.commands.evaluate import add_prices_topic, load_book
 from monitor.errors import ConfigError
 from monitor.instruments import load_instruments
 
@@ -65,7 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument(
         "book", type=Path, nargs="?", default=None,
-        help="JSONL event file whose final state is stressed (not with --from-kafka)",
+        help="JSONL event file or `monitor record` recording whose final state is "
+        "stressed (not with --from-kafka)",
     )  # fmt: skip
     p.add_argument(
         "--from-kafka", action="store_true",
@@ -83,6 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--instruments", type=Path, default=None, help="instruments TOML (default: bundled)"
     )
+    add_prices_topic(p)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument(
         "--map", action="store_true", help="print the liquidation map of every underlying"
@@ -134,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     if args.book is None:
         raise ConfigError("BOOK is required (or --from-kafka)")
     grid = _grid(args.max_move, args.step) if args.map else []
-    book, rejected, _ = load_book(args.book, params)
+    book, rejected, _ = load_book(args.book, params, args.prices_topic)
     if rejected:
         first = ", ".join(f"line {r['line']} ({r['reason']})" for r in rejected[:3])
         more = f" and {len(rejected) - 3} more" if len(rejected) > 3 else ""
