@@ -91,7 +91,8 @@ class MqttConfig:
     tls_key_file: str | None = None
     client_id: str = "monitor"
     # Several instances sharing the prefix (scale-out): each publishes its summary
-    # and online flag on its own topics and connects as <client_id>-<instance id>.
+    # and online flag on its own topics and connects as <client_id>-<instance id>
+    # (unless client_id names the instance already, e.g. set per pod).
     instance_topics: bool = False
     # Above this many alerts per second the sink publishes JSON arrays on
     # <prefix>/alerts/batch instead of one message per alert.

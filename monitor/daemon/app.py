@@ -315,7 +315,9 @@ class Daemon:
             instance = ""
             if getattr(mqtt, "instance_topics", False):
                 instance = self.instance
-                mqtt = dataclasses.replace(mqtt, client_id=f"{mqtt.client_id}-{self.instance}")
+                if self.instance not in mqtt.client_id:  # one connection per client id
+                    cid = f"{mqtt.client_id}-{self.instance}"
+                    mqtt = dataclasses.replace(mqtt, client_id=cid)
             sinks.append(
                 cls(mqtt, clock=self.clock, registry=self.registry, summary=summary,
                     instance=instance)
