@@ -1,0 +1,338 @@
+"""``monitor bench --kafka``: Kafka ingestion, the daemon against the raw ceiling.
+
+One run, one broker (Tansu started here unless ``--bootstrap`` names one),
+fresh topics of 4 partitions:
+
+1. *warm-up*: a few hundred records; the real daemon
+   (:class:`~monitor.bench.probe.ProbedDaemon`, same process, uvloop, shipped
+   defaults) starts, joins its consumer group and goes live;
+2. *load*: N messages (a balance for each of the accounts, positions, ticks
+   for the rest) are generated and written with ``create_batch``/``send_batch``
+   by another process *while this event loop is blocked*: the daemon sees the
+   load only once all of it is on the broker, with its group settled;
+3. *daemon rate*: N divided by the wall time from the first ``getmany`` that
+   returned records to the moment the last of the N was applied (every record
+   decoded, conflated, applied, and the dirty accounts evaluated for alerts);
+4. *latency*: another process produces a steady 20,000 msgs/s (90% ticks
+   stamped with the wall time at produce, 10% balance updates); each tick's
+   tick-to-evaluation is the end of the evaluation that covered its offset
+   minus its stamp -- every produced tick, those conflated into a later tick
+   of their symbol included (they are evaluated when that tick is);
+5. *checkpoint*: one checkpoint of the whole book, timed;
+6. *ceiling*: with the daemon stopped, a bare aiokafka consumer reads the same
+   N records and decodes each with the engine's decoder (no book): wall time
+   from the first ``getmany`` that returned records to the last decoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+import numpy as np
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from monitor.bench.broker import BenchTopics, create_topics, delete_topics, kafka_broker
+from monitor.bench.load import SYMBOLS, ProduceJob, SteadyPlan, produce, warmup_load
+from monitor.bench.probe import (
+    BenchError,
+    Probe,
+    ProbedDaemon,
+    counts_of,
+    daemon_config,
+    produce_blocking,
+    run_steady,
+    wait_until,
+    with_daemon,
+)
+from monitor.bench.report import Row
+from monitor.bench.stats import Latency, rate, tick_latencies
+from monitor.events import Decoder
+from monitor.instruments import load_instruments
+
+PARTITIONS = 4
+STEADY_RATE = 20_000
+STEADY_SECONDS = 10.0
+CEILING_TARGET = 0.70
+LATENCY_P99_TARGET_MS = 50.0
+
+Ranges = Mapping[TopicPartition, tuple[int, int]]
+
+
+async def _read(
+    bootstrap: str, ranges: Ranges, each: Any, timeout_s: float = 120.0
+) -> tuple[int, float]:
+    """Read every ``[start, end)`` offset range with one bare consumer, handing each
+    record's value to ``each(topic, value)``; returns (records, seconds from the
+    first getmany that returned records to the last record handled)."""
+    ranges = {tp: r for tp, r in ranges.items() if r[1] > r[0]}
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=10,
+    )
+    await consumer.start()
+    try:
+        consumer.assign(list(ranges))
+        for tp, (start, _) in ranges.items():
+            consumer.seek(tp, start)
+        left = set(ranges)
+        n = 0
+        t0: float | None = None
+        deadline = time.monotonic() + timeout_s
+        while left:
+            if time.monotonic() > deadline:
+                raise BenchError(f"read back only {n} records in {timeout_s:.0f} s")
+            data = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            if data and t0 is None:
+                t0 = time.perf_counter()
+            for tp, recs in data.items():
+                end = ranges[tp][1]
+                if recs[-1].offset >= end - 1:
+                    recs = [r for r in recs if r.offset < end]
+                    left.discard(tp)
+                    consumer.pause(tp)
+                topic = tp.topic
+                for r in recs:
+                    each(topic, r)
+                n += len(recs)
+        return n, time.perf_counter() - (t0 or time.perf_counter())
+    finally:
+        await consumer.stop()
+
+
+async def ceiling(bootstrap: str, prices: str, ranges: Ranges) -> tuple[int, float]:
+    """Bare consume-and-decode of ``ranges``: (records, seconds)."""
+    dec = Decoder(load_instruments())
+    decode_price, decode_event = dec.decode_price, dec.decode_event
+
+    def each(topic: str, rec: Any) -> None:
+        (decode_price if topic == prices else decode_event)(rec.value)
+
+    return await _read(bootstrap, ranges, each)
+
+
+class _Stamp(msgspec.Struct):
+    ts: int
+
+
+async def produced_ticks(bootstrap: str, ranges: Ranges) -> dict[int, tuple[Any, Any]]:
+    """Prices partition -> (offsets, event times) of the ticks in ``ranges``."""
+    stamp = msgspec.json.Decoder(_Stamp).decode
+    got: dict[int, tuple[list[int], list[int]]] = {}
+
+    def each(topic: str, rec: Any) -> None:
+        offs, ts = got.setdefault(rec.partition, ([], []))
+        offs.append(rec.offset)
+        ts.append(stamp(rec.value).ts)
+
+    await _read(bootstrap, ranges, each)
+    return {p: (np.asarray(o, np.int64), np.asarray(t, np.int64)) for p, (o, t) in got.items()}
+
+
+def _ends(
+    start: Mapping[TopicPartition, int], topic: str, counts: Mapping[int, int]
+) -> dict[TopicPartition, int]:
+    return {
+        TopicPartition(topic, p): start.get(TopicPartition(topic, p), 0) + n
+        for p, n in counts.items()
+    }
+
+
+async def _measure(
+    d: ProbedDaemon,
+    task: asyncio.Task[Any],
+    bootstrap: str,
+    topics: BenchTopics,
+    start: dict[TopicPartition, int],
+    messages: int,
+    accounts: int,
+    steady_rate: float,
+    steady_s: float,
+) -> dict[str, Any]:
+    probe = d.probe
+    await wait_until(d.ready.is_set, 120, "starting (joining the group, reading the warm-up)", task)
+    job = ProduceJob(
+        bootstrap,
+        topics.prices,
+        topics.account_events,
+        PARTITIONS,
+        PARTITIONS,
+        "mixed",
+        messages,
+        accounts,
+    )
+    made = produce_blocking(job)  # the daemon's loop is blocked until the load is written
+    load_end = {**start}
+    load_end.update(_ends(start, topics.prices, counts_of(made, topics.prices)))
+    load_end.update(_ends(start, topics.account_events, counts_of(made, topics.account_events)))
+    n_load = sum(load_end.values()) - sum(start.values())
+    d.arm(load_end)
+    await wait_until(lambda: probe.done_at is not None, 600, "applying the load", task)
+    assert probe.first_fetch is not None and probe.done_at is not None
+    daemon_s = probe.done_at - probe.first_fetch
+    out: dict[str, Any] = {
+        "load": made,
+        "load_messages": n_load,
+        "load_ticks": sum(counts_of(made, topics.prices).values()),
+        "daemon_seconds": daemon_s,
+        "daemon_msgs_per_s": rate(n_load, daemon_s),
+        "book_accounts": d.engine.book.n_accounts,
+        "book_positions": d.engine.book.n_positions,
+        "ranges": {tp: (start.get(tp, 0), e) for tp, e in load_end.items()},
+    }
+    # Latency at a steady rate.
+    book = d.engine.book
+    marks = {s: float(book.sym_price[book.params.symbol_id[s]]) for s in SYMBOLS}
+    plan = SteadyPlan(
+        bootstrap,
+        topics.prices,
+        topics.account_events,
+        PARTITIONS,
+        PARTITIONS,
+        steady_rate,
+        steady_s,
+        marks,
+        accounts_hi=accounts,
+    )
+    probe.record_evaluations()
+    sent = await run_steady(plan)
+    steady_end = {**load_end}
+    steady_end.update(_ends(load_end, topics.prices, counts_of(sent, topics.prices)))
+    steady_end.update(
+        _ends(load_end, topics.account_events, counts_of(sent, topics.account_events))
+    )
+    d.arm(steady_end)
+    await wait_until(lambda: probe.done_at is not None, 60, "applying the steady stream", task)
+    evaluations = probe.evaluations()
+    tick_ranges = {
+        tp: (load_end.get(tp, 0), e) for tp, e in steady_end.items() if tp.topic == topics.prices
+    }
+    ticks = await produced_ticks(bootstrap, tick_ranges)
+    lat, missing = tick_latencies(ticks, evaluations)
+    out.update(
+        steady=sent,
+        latency=Latency.of(lat),
+        latency_unevaluated=missing,
+        steady_ticks=sum(counts_of(sent, topics.prices).values()),
+    )
+    t0 = time.perf_counter()
+    ok = await d.checkpoint("bench")
+    out["checkpoint_s"] = time.perf_counter() - t0 if ok else float("nan")
+    return out
+
+
+async def bench_kafka_async(
+    bootstrap: str | None,
+    messages: int,
+    accounts: int,
+    *,
+    steady_rate: float = STEADY_RATE,
+    steady_s: float = STEADY_SECONDS,
+) -> dict[str, Any]:
+    """Every figure of the bench, as a dict (see the module docstring)."""
+    with kafka_broker(bootstrap) as bs:
+        topics = BenchTopics.fresh("bench-kafka")
+        await create_topics(bs, {t: PARTITIONS for t in topics.all()})
+        try:
+            warm = warmup_load()
+            start: dict[TopicPartition, int] = {}
+            for topic, msgs in ((topics.prices, warm.prices), (topics.account_events, warm.events)):
+                counts, _ = await produce(bs, topic, msgs, PARTITIONS)
+                start.update({TopicPartition(topic, p): n for p, n in counts.items()})
+            with tempfile.TemporaryDirectory(prefix="bench-kafka-state-") as state:
+                probe = Probe(topics.prices)
+                d = ProbedDaemon(
+                    daemon_config(bs, topics, state),
+                    probe,
+                    registry=CollectorRegistry(),
+                    install_signal_handlers=False,
+                )
+                out = await with_daemon(
+                    d,
+                    lambda task: _measure(
+                        d, task, bs, topics, start, messages, accounts, steady_rate, steady_s
+                    ),
+                )
+            n, secs = await ceiling(bs, topics.prices, out["ranges"])
+            if n != out["load_messages"]:
+                raise BenchError(
+                    f"the ceiling read {n} records, the load has {out['load_messages']}"
+                )
+            out["ceiling_seconds"] = secs
+            out["ceiling_msgs_per_s"] = rate(n, secs)
+            out["share_of_ceiling"] = out["daemon_msgs_per_s"] / out["ceiling_msgs_per_s"]
+            out["steady_rate_target"] = steady_rate
+            return out
+        finally:
+            if bootstrap:
+                await delete_topics(bs, topics.all())
+
+
+def rows(r: Mapping[str, Any]) -> list[Row]:
+    load, steady = r["load"], r["steady"]
+    lat: Latency = r["latency"]
+    share = float(r["share_of_ceiling"])
+    rates = list(load["rates"].values())
+    out = [
+        Row(f"kafka load: messages ({r['load_ticks']:,} ticks)", float(r["load_messages"]), ""),
+        Row("  accounts in the book", float(r["book_accounts"]), ""),
+        Row("  positions in the book", float(r["book_positions"]), ""),
+        Row("  produce, create_batch/send_batch (prices)", float(rates[0]), "msgs/s"),
+        Row("  produce, create_batch/send_batch (events)", float(rates[-1]), "msgs/s"),
+        Row("ceiling: bare aiokafka consume + decode", float(r["ceiling_msgs_per_s"]), "msgs/s"),
+        Row("daemon: first fetch -> last applied (live)", float(r["daemon_msgs_per_s"]), "msgs/s"),
+        Row(
+            "daemon / ceiling",
+            100 * share,
+            "%",
+            f">= {CEILING_TARGET:.0%}",
+            share >= CEILING_TARGET,
+        ),
+        Row(
+            "steady stream: achieved rate",
+            float(steady["rate"]),
+            "msgs/s",
+            f"{r['steady_rate_target']:,.0f}",
+            steady["rate"] >= 0.97 * r["steady_rate_target"],
+        ),
+        Row("  tick-to-evaluation samples (every tick)", float(lat.n), "ticks"),
+        Row(
+            "  ticks never evaluated",
+            float(r["latency_unevaluated"]),
+            "ticks",
+            "0",
+            r["latency_unevaluated"] == 0,
+        ),
+        Row("  tick-to-evaluation p50", lat.p50, "ms"),
+        Row(
+            "  tick-to-evaluation p99",
+            lat.p99,
+            "ms",
+            f"<= {LATENCY_P99_TARGET_MS:.0f} ms",
+            lat.p99 <= LATENCY_P99_TARGET_MS,
+        ),
+        Row("  tick-to-evaluation max", lat.max, "ms"),
+        Row("checkpoint of the book (snapshot + commit)", 1000 * float(r["checkpoint_s"]), "ms"),
+    ]
+    return out
+
+
+def run_async(main: Any) -> Any:
+    """Run a bench coroutine on uvloop (the daemon's loop in production)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def bench_kafka(bootstrap: str | None, messages: int, accounts: int) -> dict[str, Any]:
+    return dict(run_async(bench_kafka_async(bootstrap, messages, accounts)))

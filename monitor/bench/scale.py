@@ -1,0 +1,304 @@
+"""``monitor bench --scale``: aggregate ingest with one and with two instances.
+
+Side by side in one run, on one broker (Tansu unless ``--bootstrap``): for one
+and then two ``monitor run`` processes in one consumer group (account-events
+with 12 partitions; prices with 4, read whole by every instance), on fresh
+topics each time:
+
+1. a warm-up (a few hundred accounts on every partition, a tick per symbol);
+   the instances start, the group settles (every partition owned by exactly
+   one instance, every instance ready);
+2. the instances are frozen (SIGSTOP) while N account events (a balance per
+   account, then positions) are written with ``create_batch``/``send_batch``;
+3. they are thawed (SIGCONT) and their ``/metrics`` are read every 20 ms (every
+   250 ms until 90% is applied) until the instances together have applied all
+   N: the rate is N over the time from the thaw to the first reading that
+   shows all N applied (an upper bound, by at most one reading interval).
+
+Only account events are in the measured load: they are what a consumer group
+shares out; every instance reads all of ``prices``, so ticks do not scale out
+by design. Each instance runs the shipped defaults (market-level jobs on)
+with its own state directory; checkpoints are every 300 s (outside the
+measurement) and the session timeout is 30 s (the freeze must not evict).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from monitor.bench.broker import BenchTopics, create_topics, delete_topics, free_port, kafka_broker
+from monitor.bench.kafka import run_async
+from monitor.bench.load import events_load, produce, warmup_load
+from monitor.bench.probe import BenchError
+from monitor.bench.report import Row
+from monitor.bench.stats import first_reaching, rate
+from monitor.config import to_toml
+
+EVENT_PARTITIONS = 12
+PRICE_PARTITIONS = 4
+FAST_POLL_S = 0.02
+SLOW_POLL_S = 0.25
+
+
+@dataclass
+class Instance:
+    """One ``monitor run`` process."""
+
+    name: str
+    port: int
+    config: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    _log: TextIO | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        self._log = self.log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "monitor", "run", "--config", str(self.config)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")},
+        )
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)  # a frozen process cannot act on SIGTERM
+            proc.terminate()
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+_LINE = re.compile(r"^(\w+)\{([^}]*)\} (\S+)$", re.M)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """What the bench reads from one instance's ``/metrics``."""
+
+    ready: bool
+    applied: int  # account events applied
+    partitions: frozenset[int]  # account-events partitions it owns (those with a lag figure)
+
+
+def parse_metrics(text: str, events_topic: str) -> Scrape:
+    """The figures of :class:`Scrape` from Prometheus text."""
+    applied = 0
+    parts: set[int] = set()
+    for name, labels, value in _LINE.findall(text):
+        lab = dict(_LABEL.findall(labels))
+        if lab.get("topic") != events_topic:
+            continue
+        if name == "monitor_messages_applied_total":
+            applied = int(float(value))
+        elif name == "monitor_consumer_lag":
+            parts.add(int(lab["partition"]))
+    ready = re.search(r"^monitor_ready (\S+)$", text, re.M)
+    return Scrape(ready is not None and float(ready.group(1)) == 1.0, applied, frozenset(parts))
+
+
+async def scrape(port: int, events_topic: str) -> Scrape | None:
+    """One GET /metrics (None while the instance does not answer)."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return None
+    try:
+        writer.write(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
+        await writer.drain()
+        body = await reader.read()
+    except OSError:
+        return None
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    _, _, text = body.partition(b"\r\n\r\n")
+    return parse_metrics(text.decode(errors="replace"), events_topic)
+
+
+def settled(scrapes: list[Scrape | None]) -> bool:
+    """Every instance ready, the partitions shared out: each owned exactly once."""
+    if any(s is None or not s.ready for s in scrapes):
+        return False
+    owned = [s.partitions for s in scrapes if s is not None]
+    union = frozenset().union(*owned)
+    return union == frozenset(range(EVENT_PARTITIONS)) and sum(map(len, owned)) == len(union)
+
+
+def _tables(
+    bootstrap: str, topics: BenchTopics, name: str, port: int, state: Path
+) -> dict[str, dict[str, Any]]:
+    return {
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "group_id": topics.group,
+            "session_timeout_ms": 30_000,
+        },
+        "topics": topics.config(),
+        "http": {"host": "127.0.0.1", "port": port},
+        "state": {"dir": str(state), "snapshot_interval_s": 300.0},
+        "instance": {"id": name},
+    }
+
+
+async def _phase(bootstrap: str, n_instances: int, load: Any, work: Path) -> dict[str, Any]:
+    topics = BenchTopics.fresh(f"bench-scale{n_instances}")
+    await create_topics(
+        bootstrap,
+        {
+            topics.prices: PRICE_PARTITIONS,
+            topics.account_events: EVENT_PARTITIONS,
+            topics.alerts: 1,
+            topics.dlq: 1,
+            topics.partials: 1,
+        },
+    )
+    warm = warmup_load(accounts=600)
+    await produce(bootstrap, topics.prices, warm.prices, PRICE_PARTITIONS)
+    await produce(bootstrap, topics.account_events, warm.events, EVENT_PARTITIONS)
+    instances = []
+    for k in range(n_instances):
+        name = f"bench-{n_instances}-{k}"
+        port = free_port()
+        cfg = work / f"{name}.toml"
+        cfg.write_text(to_toml(_tables(bootstrap, topics, name, port, work / f"{name}-state")))
+        instances.append(Instance(name, port, cfg, work / f"{name}.log"))
+    topic = topics.account_events
+    try:
+        for inst in instances:
+            inst.start()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 120
+        stable = 0
+        while stable < 3:  # settled on three readings in a row, 0.5 s apart
+            if loop.time() > deadline:
+                raise BenchError(f"{n_instances} instances did not settle in 120 s (logs: {work})")
+            if not all(i.alive() for i in instances):
+                raise BenchError(f"an instance exited while starting (logs: {work})")
+            scrapes = list(await asyncio.gather(*(scrape(i.port, topic) for i in instances)))
+            stable = stable + 1 if settled(scrapes) else 0
+            await asyncio.sleep(0.5)
+        base_per = [s.applied if s is not None else 0 for s in scrapes]
+        base = sum(base_per)
+        owned = [sorted(s.partitions) for s in scrapes if s is not None]
+        for inst in instances:
+            inst.signal(signal.SIGSTOP)
+        t_write = time.perf_counter()
+        _, produce_rate = await produce(bootstrap, topic, load.events, EVENT_PARTITIONS)
+        write_s = time.perf_counter() - t_write
+        target = base + len(load.events)
+        for inst in instances:
+            inst.signal(signal.SIGCONT)
+        t0 = time.perf_counter()
+        times: list[float] = []
+        totals: list[int] = []
+        per: list[int] = []
+        deadline = loop.time() + 600
+        while not totals or totals[-1] < target:
+            if loop.time() > deadline:
+                raise BenchError(
+                    f"{n_instances} instances applied {totals[-1] - base} of "
+                    f"{len(load.events)} events in 600 s (logs: {work})"
+                )
+            scrapes = list(await asyncio.gather(*(scrape(i.port, topic) for i in instances)))
+            times.append(time.perf_counter() - t0)
+            per = [
+                s.applied - b if s is not None else 0
+                for s, b in zip(scrapes, base_per, strict=True)
+            ]
+            totals.append(base + sum(per))
+            near = totals[-1] - base >= 0.9 * len(load.events)
+            await asyncio.sleep(FAST_POLL_S if near else SLOW_POLL_S)
+        done = first_reaching(times, totals, target)
+        assert done is not None
+        return {
+            "instances": n_instances,
+            "events": len(load.events),
+            "seconds": done,
+            "msgs_per_s": rate(len(load.events), done),
+            "partitions": owned,
+            "applied_per_instance": per,
+            "write_s": write_s,
+            "produce_msgs_per_s": produce_rate,
+            "readings": len(times),
+        }
+    finally:
+        for inst in instances:
+            inst.stop()
+        if bootstrap:
+            await delete_topics(bootstrap, topics.all())
+
+
+async def bench_scale_async(
+    bootstrap: str | None, messages: int, accounts: int, keep_logs: Path | None = None
+) -> dict[str, Any]:
+    load = events_load(messages, accounts)
+    with kafka_broker(bootstrap) as bs, tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        work = keep_logs or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        one = await _phase(bs, 1, load, work)
+        two = await _phase(bs, 2, load, work)
+    return {
+        "one": one,
+        "two": two,
+        "ratio": two["msgs_per_s"] / one["msgs_per_s"],
+        "cores": os.cpu_count() or 0,
+        "accounts": accounts,
+    }
+
+
+def bench_scale(bootstrap: str | None, messages: int, accounts: int) -> dict[str, Any]:
+    return dict(run_async(bench_scale_async(bootstrap, messages, accounts)))
+
+
+def rows(r: Mapping[str, Any]) -> list[Row]:
+    one, two = r["one"], r["two"]
+    return [
+        Row(
+            f"scale: account events ({r['accounts']:,} accounts, 12 partitions)",
+            float(one["events"]),
+            "",
+        ),
+        Row("1 instance: thaw -> all applied", float(one["msgs_per_s"]), "msgs/s"),
+        Row("2 instances: thaw -> all applied (sum)", float(two["msgs_per_s"]), "msgs/s"),
+        *(
+            Row(f"  events applied by instance {k + 1} of 2", float(n), "")
+            for k, n in enumerate(two["applied_per_instance"])
+        ),
+        Row(
+            f"2 / 1 instances ({r['cores']} cores, broker included)",
+            float(r["ratio"]),
+            "x",
+            "close to 2x",
+        ),
+    ]
+
+
+__all__ = ["bench_scale", "bench_scale_async", "parse_metrics", "rows", "settled"]
