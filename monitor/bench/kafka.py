@@ -13,23 +13,33 @@ fresh topics of 4 partitions:
 3. *daemon rate*: N divided by the wall time from the first ``getmany`` that
    returned records to the moment the last of the N was applied (every record
    decoded, conflated, applied, and the dirty accounts evaluated for alerts);
-4. *latency*: another process produces a steady 20,000 msgs/s (90% ticks
+4. *ceiling*: right after, with the daemon's loop blocked again, a bare
+   aiokafka consumer in another process reads the same N records and decodes
+   each with the engine's decoder (no book), with the daemon's collector
+   settings: wall time from the first ``getmany`` that returned records to the
+   last decoded (then once more with CPython's default collector settings, for
+   comparison);
+5. *latency*: another process produces a steady 20,000 msgs/s (90% ticks
    stamped with the wall time at produce, 10% balance updates); each tick's
    tick-to-evaluation is the end of the evaluation that covered its offset
    minus its stamp -- every produced tick, those conflated into a later tick
    of their symbol included (they are evaluated when that tick is);
-5. *checkpoint*: one checkpoint of the whole book, timed;
-6. *ceiling*: with the daemon stopped, a bare aiokafka consumer reads the same
-   N records and decodes each with the engine's decoder (no book): wall time
-   from the first ``getmany`` that returned records to the last decoded.
+6. *checkpoint*: one checkpoint of the whole book, timed.
+
+Both rates are also given per CPU second of the process (every thread): the
+machine may be shared, and CPU time per message moves less with the
+neighbours than wall time does. The target is on the wall-clock ratio.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -66,10 +76,10 @@ Ranges = Mapping[TopicPartition, tuple[int, int]]
 
 async def _read(
     bootstrap: str, ranges: Ranges, each: Any, timeout_s: float = 120.0
-) -> tuple[int, float]:
+) -> tuple[int, float, float]:
     """Read every ``[start, end)`` offset range with one bare consumer, handing each
-    record's value to ``each(topic, value)``; returns (records, seconds from the
-    first getmany that returned records to the last record handled)."""
+    record to ``each(topic, record)``; returns (records, wall seconds and process CPU
+    seconds from the first getmany that returned records to the last handled)."""
     ranges = {tp: r for tp, r in ranges.items() if r[1] > r[0]}
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -86,13 +96,14 @@ async def _read(
         left = set(ranges)
         n = 0
         t0: float | None = None
+        cpu0 = 0.0
         deadline = time.monotonic() + timeout_s
         while left:
             if time.monotonic() > deadline:
                 raise BenchError(f"read back only {n} records in {timeout_s:.0f} s")
             data = await consumer.getmany(timeout_ms=500, max_records=10_000)
             if data and t0 is None:
-                t0 = time.perf_counter()
+                t0, cpu0 = time.perf_counter(), time.process_time()
             for tp, recs in data.items():
                 end = ranges[tp][1]
                 if recs[-1].offset >= end - 1:
@@ -103,13 +114,15 @@ async def _read(
                 for r in recs:
                     each(topic, r)
                 n += len(recs)
-        return n, time.perf_counter() - (t0 or time.perf_counter())
+        if t0 is None:
+            return 0, 0.0, 0.0
+        return n, time.perf_counter() - t0, time.process_time() - cpu0
     finally:
         await consumer.stop()
 
 
-async def ceiling(bootstrap: str, prices: str, ranges: Ranges) -> tuple[int, float]:
-    """Bare consume-and-decode of ``ranges``: (records, seconds)."""
+async def ceiling(bootstrap: str, prices: str, ranges: Ranges) -> tuple[int, float, float]:
+    """Bare consume-and-decode of ``ranges``: (records, wall seconds, CPU seconds)."""
     dec = Decoder(load_instruments())
     decode_price, decode_event = dec.decode_price, dec.decode_event
 
@@ -117,6 +130,28 @@ async def ceiling(bootstrap: str, prices: str, ranges: Ranges) -> tuple[int, flo
         (decode_price if topic == prices else decode_event)(rec.value)
 
     return await _read(bootstrap, ranges, each)
+
+
+def ceiling_blocking(
+    bootstrap: str, prices: str, ranges: Ranges, *, tuned_gc: bool = True
+) -> tuple[int, float, float]:
+    """:func:`ceiling` in another process, *blocking this event loop* meanwhile (a
+    daemon on it neither fetches nor competes for the CPU); with ``tuned_gc`` the
+    process has the daemon's collector settings (:mod:`monitor.daemon.gctune`),
+    else CPython's defaults."""
+    spec = {
+        "bootstrap": bootstrap,
+        "prices": prices,
+        "tuned_gc": tuned_gc,
+        "ranges": [[tp.topic, tp.partition, a, b] for tp, (a, b) in ranges.items()],
+    }
+    cmd = [sys.executable, "-m", "monitor.bench.kafka", json.dumps(spec)]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    if proc.returncode != 0:
+        tail = " | ".join(proc.stderr.decode(errors="replace").strip().splitlines()[-5:])
+        raise BenchError(f"the ceiling consumer failed ({proc.returncode}): {tail}")
+    n, wall_s, cpu_s = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    return int(n), float(wall_s), float(cpu_s)
 
 
 class _Stamp(msgspec.Struct):
@@ -178,15 +213,25 @@ async def _measure(
     await wait_until(lambda: probe.done_at is not None, 600, "applying the load", task)
     assert probe.first_fetch is not None and probe.done_at is not None
     daemon_s = probe.done_at - probe.first_fetch
+    daemon_cpu_s = probe.cpu_s
+    ranges = {tp: (start.get(tp, 0), e) for tp, e in load_end.items()}
+    n, ceil_s, ceil_cpu_s = ceiling_blocking(bootstrap, topics.prices, ranges)
+    n2, plain_s, _ = ceiling_blocking(bootstrap, topics.prices, ranges, tuned_gc=False)
+    if n != n_load or n2 != n_load:
+        raise BenchError(f"the ceiling read {n} and {n2} records, the load has {n_load}")
     out: dict[str, Any] = {
         "load": made,
         "load_messages": n_load,
         "load_ticks": sum(counts_of(made, topics.prices).values()),
         "daemon_seconds": daemon_s,
         "daemon_msgs_per_s": rate(n_load, daemon_s),
+        "daemon_msgs_per_cpu_s": rate(n_load, daemon_cpu_s),
+        "ceiling_seconds": ceil_s,
+        "ceiling_msgs_per_s": rate(n_load, ceil_s),
+        "ceiling_msgs_per_cpu_s": rate(n_load, ceil_cpu_s),
+        "ceiling_default_gc_msgs_per_s": rate(n_load, plain_s),
         "book_accounts": d.engine.book.n_accounts,
         "book_positions": d.engine.book.n_positions,
-        "ranges": {tp: (start.get(tp, 0), e) for tp, e in load_end.items()},
     }
     # Latency at a steady rate.
     book = d.engine.book
@@ -261,14 +306,10 @@ async def bench_kafka_async(
                         d, task, bs, topics, start, messages, accounts, steady_rate, steady_s
                     ),
                 )
-            n, secs = await ceiling(bs, topics.prices, out["ranges"])
-            if n != out["load_messages"]:
-                raise BenchError(
-                    f"the ceiling read {n} records, the load has {out['load_messages']}"
-                )
-            out["ceiling_seconds"] = secs
-            out["ceiling_msgs_per_s"] = rate(n, secs)
             out["share_of_ceiling"] = out["daemon_msgs_per_s"] / out["ceiling_msgs_per_s"]
+            out["cpu_share_of_ceiling"] = (
+                out["daemon_msgs_per_cpu_s"] / out["ceiling_msgs_per_cpu_s"]
+            )
             out["steady_rate_target"] = steady_rate
             return out
         finally:
@@ -288,6 +329,11 @@ def rows(r: Mapping[str, Any]) -> list[Row]:
         Row("  produce, create_batch/send_batch (prices)", float(rates[0]), "msgs/s"),
         Row("  produce, create_batch/send_batch (events)", float(rates[-1]), "msgs/s"),
         Row("ceiling: bare aiokafka consume + decode", float(r["ceiling_msgs_per_s"]), "msgs/s"),
+        Row(
+            "  the same with CPython's default collector",
+            float(r["ceiling_default_gc_msgs_per_s"]),
+            "msgs/s",
+        ),
         Row("daemon: first fetch -> last applied (live)", float(r["daemon_msgs_per_s"]), "msgs/s"),
         Row(
             "daemon / ceiling",
@@ -320,6 +366,9 @@ def rows(r: Mapping[str, Any]) -> list[Row]:
             lat.p99 <= LATENCY_P99_TARGET_MS,
         ),
         Row("  tick-to-evaluation max", lat.max, "ms"),
+        Row("  per CPU second: ceiling", float(r["ceiling_msgs_per_cpu_s"]), "msg/cpu-s"),
+        Row("  per CPU second: daemon", float(r["daemon_msgs_per_cpu_s"]), "msg/cpu-s"),
+        Row("  per CPU second: daemon / ceiling", 100 * float(r["cpu_share_of_ceiling"]), "%"),
         Row("checkpoint of the book (snapshot + commit)", 1000 * float(r["checkpoint_s"]), "ms"),
     ]
     return out
@@ -336,3 +385,21 @@ def run_async(main: Any) -> Any:
 
 def bench_kafka(bootstrap: str | None, messages: int, accounts: int) -> dict[str, Any]:
     return dict(run_async(bench_kafka_async(bootstrap, messages, accounts)))
+
+
+def main(argv: Sequence[str]) -> int:
+    """The ceiling process: ``python -m monitor.bench.kafka JSON`` prints
+    ``[records, wall seconds, CPU seconds]``."""
+    spec = json.loads(argv[0])
+    ranges = {TopicPartition(t, p): (a, b) for t, p, a, b in spec["ranges"]}
+    if spec["tuned_gc"]:
+        from monitor.daemon import gctune
+
+        gctune.for_streaming()
+    out = run_async(ceiling(spec["bootstrap"], spec["prices"], ranges))
+    sys.stdout.write(json.dumps(list(out)) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

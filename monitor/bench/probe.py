@@ -46,8 +46,10 @@ class Probe:
         self.armed = False
         self.first_fetch: float | None = None  # perf_counter
         self.done_at: float | None = None  # perf_counter
+        self.cpu_s = 0.0  # process CPU time (every thread) from first fetch to done
         self._pending: dict[TopicPartition, int] = {}
         self.recording = False
+        self._cpu0 = 0.0
         self._evals: dict[int, tuple[list[int], list[float]]] = {}
 
     def arm(
@@ -59,11 +61,13 @@ class Probe:
         self._pending = {tp: o for tp, o in ends.items() if applied.get(tp, 0) < o}
         self.first_fetch = None
         self.done_at = None if self._pending else time.perf_counter()
+        self.cpu_s = 0.0
         self.armed = True
 
     def fetched(self) -> None:
         if self.armed and self.first_fetch is None:
             self.first_fetch = time.perf_counter()
+            self._cpu0 = time.process_time()
 
     def advanced(self, tp: TopicPartition, next_offset: int) -> None:
         if self.recording and tp.topic == self.prices_topic:
@@ -75,6 +79,7 @@ class Probe:
             del self._pending[tp]
             if not self._pending:
                 self.done_at = time.perf_counter()
+                self.cpu_s = time.process_time() - self._cpu0
 
     def record_evaluations(self) -> None:
         self._evals.clear()
