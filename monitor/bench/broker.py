@@ -106,17 +106,26 @@ class Tansu:
 
 
 @contextlib.contextmanager
-def kafka_broker(bootstrap: str | None) -> Iterator[str]:
-    """``bootstrap`` if given (the user's broker), else a Tansu broker started here."""
+def kafka_broker_process(bootstrap: str | None) -> Iterator[tuple[str, int | None]]:
+    """(bootstrap, pid of the broker process or None): ``bootstrap`` if given (the
+    user's broker), else a Tansu broker started here."""
     if bootstrap:
-        yield bootstrap
+        yield bootstrap, None
         return
     broker = Tansu()
     broker.start()
     try:
-        yield broker.bootstrap
+        assert broker.proc is not None
+        yield broker.bootstrap, broker.proc.pid
     finally:
         broker.stop()
+
+
+@contextlib.contextmanager
+def kafka_broker(bootstrap: str | None) -> Iterator[str]:
+    """``bootstrap`` if given (the user's broker), else a Tansu broker started here."""
+    with kafka_broker_process(bootstrap) as (bs, _):
+        yield bs
 
 
 class Mosquitto:

@@ -13,12 +13,13 @@ fresh topics of 4 partitions:
 3. *daemon rate*: N divided by the wall time from the first ``getmany`` that
    returned records to the moment the last of the N was applied (every record
    decoded, conflated, applied, and the dirty accounts evaluated for alerts);
-4. *ceiling*: right after, with the daemon's loop blocked again, a bare
-   aiokafka consumer in another process reads the same N records and decodes
-   each with the engine's decoder (no book), with the daemon's collector
-   settings: wall time from the first ``getmany`` that returned records to the
-   last decoded (then once more with CPython's default collector settings, for
-   comparison);
+4. *ceiling*: just before and just after the daemon's run, with its loop
+   blocked, a bare aiokafka consumer in another process reads the same N
+   records and decodes each with the engine's decoder (no book), with the
+   daemon's collector settings: wall time from the first ``getmany`` that
+   returned records to the last decoded; the ceiling is the mean of the two
+   (it follows the neighbours' load over the daemon's run). Once more with
+   CPython's default collector settings, for comparison;
 5. *latency*: another process produces a steady 20,000 msgs/s (90% ticks
    stamped with the wall time at produce, 10% balance updates); each tick's
    tick-to-evaluation is the end of the evaluation that covered its offset
@@ -209,16 +210,23 @@ async def _measure(
     load_end.update(_ends(start, topics.prices, counts_of(made, topics.prices)))
     load_end.update(_ends(start, topics.account_events, counts_of(made, topics.account_events)))
     n_load = sum(load_end.values()) - sum(start.values())
+    ranges = {tp: (start.get(tp, 0), e) for tp, e in load_end.items()}
+    # The ceiling just before and just after the daemon (its loop blocked both
+    # times): their mean follows the neighbours' load over the daemon's run.
+    ceilings = [ceiling_blocking(bootstrap, topics.prices, ranges)]
     d.arm(load_end)
     await wait_until(lambda: probe.done_at is not None, 600, "applying the load", task)
     assert probe.first_fetch is not None and probe.done_at is not None
     daemon_s = probe.done_at - probe.first_fetch
     daemon_cpu_s = probe.cpu_s
-    ranges = {tp: (start.get(tp, 0), e) for tp, e in load_end.items()}
-    n, ceil_s, ceil_cpu_s = ceiling_blocking(bootstrap, topics.prices, ranges)
-    n2, plain_s, _ = ceiling_blocking(bootstrap, topics.prices, ranges, tuned_gc=False)
-    if n != n_load or n2 != n_load:
-        raise BenchError(f"the ceiling read {n} and {n2} records, the load has {n_load}")
+    ceilings.append(ceiling_blocking(bootstrap, topics.prices, ranges))
+    plain = ceiling_blocking(bootstrap, topics.prices, ranges, tuned_gc=False)
+    for n, _, _ in [*ceilings, plain]:
+        if n != n_load:
+            raise BenchError(f"the ceiling read {n} records, the load has {n_load}")
+    ceil_s = sum(c[1] for c in ceilings) / len(ceilings)
+    ceil_cpu_s = sum(c[2] for c in ceilings) / len(ceilings)
+    plain_s = plain[1]
     out: dict[str, Any] = {
         "load": made,
         "load_messages": n_load,
@@ -230,6 +238,7 @@ async def _measure(
         "ceiling_msgs_per_s": rate(n_load, ceil_s),
         "ceiling_msgs_per_cpu_s": rate(n_load, ceil_cpu_s),
         "ceiling_default_gc_msgs_per_s": rate(n_load, plain_s),
+        "ceiling_before_after_msgs_per_s": [rate(n_load, c[1]) for c in ceilings],
         "book_accounts": d.engine.book.n_accounts,
         "book_positions": d.engine.book.n_positions,
     }
@@ -257,14 +266,17 @@ async def _measure(
     d.arm(steady_end)
     await wait_until(lambda: probe.done_at is not None, 60, "applying the steady stream", task)
     evaluations = probe.evaluations()
+    fetches = probe.fetches()
     tick_ranges = {
         tp: (load_end.get(tp, 0), e) for tp, e in steady_end.items() if tp.topic == topics.prices
     }
     ticks = await produced_ticks(bootstrap, tick_ranges)
     lat, missing = tick_latencies(ticks, evaluations)
+    to_fetch, _ = tick_latencies(ticks, fetches)
     out.update(
         steady=sent,
         latency=Latency.of(lat),
+        to_fetch=Latency.of(to_fetch),
         latency_unevaluated=missing,
         steady_ticks=sum(counts_of(sent, topics.prices).values()),
     )
@@ -320,6 +332,7 @@ async def bench_kafka_async(
 def rows(r: Mapping[str, Any]) -> list[Row]:
     load, steady = r["load"], r["steady"]
     lat: Latency = r["latency"]
+    fetch: Latency = r["to_fetch"]
     share = float(r["share_of_ceiling"])
     rates = list(load["rates"].values())
     out = [
@@ -329,6 +342,8 @@ def rows(r: Mapping[str, Any]) -> list[Row]:
         Row("  produce, create_batch/send_batch (prices)", float(rates[0]), "msgs/s"),
         Row("  produce, create_batch/send_batch (events)", float(rates[-1]), "msgs/s"),
         Row("ceiling: bare aiokafka consume + decode", float(r["ceiling_msgs_per_s"]), "msgs/s"),
+        Row("  just before the daemon", float(r["ceiling_before_after_msgs_per_s"][0]), "msgs/s"),
+        Row("  just after the daemon", float(r["ceiling_before_after_msgs_per_s"][1]), "msgs/s"),
         Row(
             "  the same with CPython's default collector",
             float(r["ceiling_default_gc_msgs_per_s"]),
@@ -366,6 +381,8 @@ def rows(r: Mapping[str, Any]) -> list[Row]:
             lat.p99 <= LATENCY_P99_TARGET_MS,
         ),
         Row("  tick-to-evaluation max", lat.max, "ms"),
+        Row("  of which produce -> fetched by the daemon, p50", fetch.p50, "ms"),
+        Row("  of which produce -> fetched by the daemon, p99", fetch.p99, "ms"),
         Row("  per CPU second: ceiling", float(r["ceiling_msgs_per_cpu_s"]), "msg/cpu-s"),
         Row("  per CPU second: daemon", float(r["daemon_msgs_per_cpu_s"]), "msg/cpu-s"),
         Row("  per CPU second: daemon / ceiling", 100 * float(r["cpu_share_of_ceiling"]), "%"),

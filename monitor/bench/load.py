@@ -118,14 +118,15 @@ def mixed_load(messages: int, accounts: int, seed: int = 1) -> Load:
     return load
 
 
-def events_load(messages: int, accounts: int, seed: int = 2) -> Load:
-    """Account events only: a balance per account, then positions."""
+def events_load(messages: int, accounts: int, seed: int = 2, first: int = 0) -> Load:
+    """Account events only: a balance per account (ids from ``first``), then positions."""
     rnd = random.Random(seed)
     load = Load()
     ts = T0_MS
-    for i in range(min(accounts, messages)):
+    ids = range(first, first + accounts)
+    for i in ids[:messages]:
         load.events.append(_balance(account_id(i), rnd.uniform(2e4, 2e5), ts))
-    _random_positions(rnd, load.events, messages - len(load.events), range(accounts), ts)
+    _random_positions(rnd, load.events, messages - len(load.events), ids, ts)
     return load
 
 

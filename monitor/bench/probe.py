@@ -18,7 +18,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -51,6 +51,7 @@ class Probe:
         self.recording = False
         self._cpu0 = 0.0
         self._evals: dict[int, tuple[list[int], list[float]]] = {}
+        self._fetches: dict[int, tuple[list[int], list[float]]] = {}
 
     def arm(
         self, ends: Mapping[TopicPartition, int], applied: Mapping[TopicPartition, int]
@@ -64,7 +65,14 @@ class Probe:
         self.cpu_s = 0.0
         self.armed = True
 
-    def fetched(self) -> None:
+    def fetched(self, data: Mapping[TopicPartition, Sequence[Any]]) -> None:
+        if self.recording:
+            now = time.time_ns() / 1e6
+            for tp, recs in data.items():
+                if tp.topic == self.prices_topic and recs:
+                    covered, at = self._fetches.setdefault(tp.partition, ([], []))
+                    covered.append(recs[-1].offset + 1)
+                    at.append(now)
         if self.armed and self.first_fetch is None:
             self.first_fetch = time.perf_counter()
             self._cpu0 = time.process_time()
@@ -83,16 +91,26 @@ class Probe:
 
     def record_evaluations(self) -> None:
         self._evals.clear()
+        self._fetches.clear()
         self.recording = True
 
     def evaluations(self) -> dict[int, tuple[Any, Any]]:
         """Prices partition -> (next offsets covered, wall ms at the end of the
-        evaluation that covered them), as arrays."""
+        evaluation that covered them), as arrays; ends the recording."""
         self.recording = False
-        return {
-            p: (np.asarray(c, dtype=np.int64), np.asarray(t, dtype=np.float64))
-            for p, (c, t) in self._evals.items()
-        }
+        return _arrays(self._evals)
+
+    def fetches(self) -> dict[int, tuple[Any, Any]]:
+        """Prices partition -> (next offsets fetched, wall ms when ``getmany``
+        returned them), as arrays, over the same recording."""
+        return _arrays(self._fetches)
+
+
+def _arrays(d: Mapping[int, tuple[list[int], list[float]]]) -> dict[int, tuple[Any, Any]]:
+    return {
+        p: (np.asarray(c, dtype=np.int64), np.asarray(t, dtype=np.float64))
+        for p, (c, t) in d.items()
+    }
 
 
 def _observe_fetches(consumer: Any, probe: Probe) -> None:
@@ -101,7 +119,7 @@ def _observe_fetches(consumer: Any, probe: Probe) -> None:
     async def getmany(*args: Any, **kwargs: Any) -> Any:
         data = await fetch(*args, **kwargs)
         if data:
-            probe.fetched()
+            probe.fetched(data)
         return data
 
     consumer.getmany = getmany

@@ -19,7 +19,7 @@ from monitor.bench.load import (
     partition_of,
 )
 from monitor.bench.probe import Probe
-from monitor.bench.scale import Scrape, parse_metrics, settled
+from monitor.bench.scale import Scrape, parse_metrics, settled, stat_cpu_seconds
 from monitor.bench.stats import Latency, first_reaching, rate, tick_latencies
 from monitor.book import MarginBook
 from monitor.events import Decoder, Rejection, Tick
@@ -104,9 +104,9 @@ def test_probe_ends_a_measurement_when_every_partition_is_applied() -> None:
     a, b = TopicPartition("px", 0), TopicPartition("ev", 1)
     probe = Probe("px")
     probe.arm({a: 10, b: 5}, applied={b: 2})
-    probe.fetched()
+    probe.fetched({})
     first = probe.first_fetch
-    probe.fetched()
+    probe.fetched({})
     assert probe.first_fetch == first is not None
     probe.advanced(a, 10)
     assert probe.done_at is None
@@ -123,12 +123,19 @@ def test_probe_arm_ignores_partitions_already_applied() -> None:
     assert probe.done_at is not None
 
 
+class _Rec:
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
 def test_probe_records_evaluations_of_prices_partitions_only() -> None:
     probe = Probe("px")
     probe.record_evaluations()
     probe.advanced(TopicPartition("px", 2), 11)
     probe.advanced(TopicPartition("ev", 2), 99)
     probe.advanced(TopicPartition("px", 2), 15)
+    probe.fetched({TopicPartition("px", 2): [_Rec(14)], TopicPartition("ev", 2): [_Rec(98)]})
+    assert [c.tolist() for c, _ in probe.fetches().values()] == [[15]]
     ev = probe.evaluations()
     assert list(ev) == [2]
     assert ev[2][0].tolist() == [11, 15]
@@ -217,3 +224,8 @@ def test_band_accounts_start_inside_the_band_and_the_rest_healthy() -> None:
     rest = [ratio[account_id(i)] for i in range(100, 300)]
     assert BAND_RATIOS[0] - 1e-9 <= min(band) and max(band) <= BAND_RATIOS[1] + 1e-9
     assert max(rest) < 0.5
+
+
+def test_cpu_seconds_of_a_proc_stat_line_with_spaces_in_the_name() -> None:
+    stat = "4242 (monitor run (x)) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 4"
+    assert stat_cpu_seconds(stat, 100.0) == pytest.approx(3.0)
