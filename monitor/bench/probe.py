@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from aiokafka import TopicPartition
@@ -113,6 +113,25 @@ def _arrays(d: Mapping[int, tuple[list[int], list[float]]]) -> dict[int, tuple[A
     }
 
 
+class HoldTimer(asyncio.Lock):
+    """An asyncio lock that records how long each holder kept it (the stall a
+    batch waiting for it sees)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holds: list[float] = []
+        self._since = 0.0
+
+    async def acquire(self) -> Literal[True]:
+        await super().acquire()
+        self._since = time.perf_counter()
+        return True
+
+    def release(self) -> None:
+        self.holds.append(time.perf_counter() - self._since)
+        super().release()
+
+
 def _observe_fetches(consumer: Any, probe: Probe) -> None:
     fetch = consumer.getmany
 
@@ -145,6 +164,22 @@ class ProbedDaemon(Daemon):
     def arm(self, ends: Mapping[TopicPartition, int]) -> None:
         """:meth:`Probe.arm` against what this daemon has applied so far."""
         self.probe.arm(ends, self.offsets)
+
+    async def timed_checkpoint(self) -> tuple[float, float]:
+        """One checkpoint: (seconds in all, how long it held the apply lock: the
+        stall the batches behind it see)."""
+        timer = HoldTimer()
+        async with self._apply_lock:  # the current batch is done; the next waits here
+            lock, self._apply_lock = self._apply_lock, timer
+            try:
+                t0 = time.perf_counter()
+                ok = await self.checkpoint("bench")
+                total = time.perf_counter() - t0
+            finally:
+                self._apply_lock = lock
+        if not ok or not timer.holds:
+            raise BenchError("the checkpoint failed (the daemon's log says why)")
+        return total, timer.holds[0]  # the first holder is the checkpoint
 
 
 async def with_daemon(d: Daemon, body: Callable[[asyncio.Task[Any]], Awaitable[T]]) -> T:
