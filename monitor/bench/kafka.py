@@ -25,7 +25,11 @@ fresh topics of 4 partitions:
    tick-to-evaluation is the end of the evaluation that covered its offset
    minus its stamp -- every produced tick, those conflated into a later tick
    of their symbol included (they are evaluated when that tick is);
-6. *checkpoint*: one checkpoint of the whole book, timed, and the part of it
+6. *floor*: the same stream for 5 s to a bare consumer with the daemon's fetch
+   settings, in another process, the daemon's loop blocked: produce -> returned
+   by ``getmany`` of every tick, what the broker, the client and the machine
+   cost before any monitor code runs;
+7. *checkpoint*: one checkpoint of the whole book, timed, and the part of it
    that holds the apply lock (batches wait that long). The daemon checkpoints
    every 300 s here, outside the measured phases; production's default is
    30 s, so one such stall per 30 s is not in the latency figures.
@@ -38,6 +42,7 @@ neighbours than wall time does. The target is on the wall-clock ratio.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
@@ -60,18 +65,20 @@ from monitor.bench.probe import (
     counts_of,
     daemon_config,
     produce_blocking,
+    produce_steady_blocking,
     run_steady,
     wait_until,
     with_daemon,
 )
 from monitor.bench.report import Row
-from monitor.bench.stats import Latency, rate, tick_latencies
+from monitor.bench.stats import Latency, between, rate, tick_latencies
 from monitor.events import Decoder
 from monitor.instruments import load_instruments
 
 PARTITIONS = 4
 STEADY_RATE = 20_000
 STEADY_SECONDS = 10.0
+FLOOR_SECONDS = 5.0
 CEILING_TARGET = 0.70
 LATENCY_P99_TARGET_MS = 50.0
 
@@ -160,6 +167,64 @@ def ceiling_blocking(
 
 class _Stamp(msgspec.Struct):
     ts: int
+
+
+async def floor(bootstrap: str, start: Mapping[TopicPartition, int], seconds: float) -> list[float]:
+    """Produce -> returned by ``getmany`` of every tick a bare consumer (the daemon's
+    fetch settings) reads from ``start`` for ``seconds``; prints ``ready`` once
+    assigned, so the stream can start."""
+    stamp = msgspec.json.Decoder(_Stamp).decode
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=10,
+    )
+    await consumer.start()
+    out: list[float] = []
+    try:
+        consumer.assign(list(start))
+        for tp, o in start.items():
+            consumer.seek(tp, o)
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            data = await consumer.getmany(timeout_ms=100, max_records=10_000)
+            now = time.time_ns() / 1e6
+            for recs in data.values():
+                out.extend(now - stamp(r.value).ts for r in recs)
+    finally:
+        await consumer.stop()
+    return out
+
+
+def floor_blocking(plan: SteadyPlan, start: Mapping[TopicPartition, int]) -> Latency:
+    """The steady stream of ``plan`` to a bare consumer, both in other processes,
+    *blocking this event loop* meanwhile (a daemon on it stays out of the way)."""
+    spec = {
+        "what": "floor",
+        "bootstrap": plan.bootstrap,
+        "start": [[tp.topic, tp.partition, o] for tp, o in start.items()],
+        "seconds": plan.seconds + 2.0,
+    }
+    consumer = subprocess.Popen(
+        [sys.executable, "-m", "monitor.bench.kafka", json.dumps(spec)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert consumer.stdout is not None
+    if consumer.stdout.readline().strip() != b"ready":
+        consumer.kill()
+        _, err = consumer.communicate()
+        raise BenchError(f"the floor consumer did not start: {err.decode(errors='replace')[-300:]}")
+    produce_steady_blocking(plan)
+    out, err = consumer.communicate()
+    if consumer.returncode != 0:
+        raise BenchError(f"the floor consumer failed: {err.decode(errors='replace')[-300:]}")
+    n, p50, p99, mx = json.loads(out.decode().strip().splitlines()[-1])
+    return Latency(int(n), float(p50), float(p99), float(mx))
 
 
 async def produced_ticks(bootstrap: str, ranges: Ranges) -> dict[int, tuple[Any, Any]]:
@@ -276,13 +341,19 @@ async def _measure(
     ticks = await produced_ticks(bootstrap, tick_ranges)
     lat, missing = tick_latencies(ticks, evaluations)
     to_fetch, _ = tick_latencies(ticks, fetches)
+    daemon_part, _ = between(ticks, fetches, evaluations)
     out.update(
         steady=sent,
         latency=Latency.of(lat),
         to_fetch=Latency.of(to_fetch),
+        daemon_part=Latency.of(daemon_part),
         latency_unevaluated=missing,
         steady_ticks=sum(counts_of(sent, topics.prices).values()),
     )
+    # The floor: the same stream to a bare consumer, the daemon frozen meanwhile.
+    floor_plan = dataclasses.replace(plan, seconds=FLOOR_SECONDS, seed=plan.seed + 1)
+    floor_start = {tp: e for tp, e in steady_end.items() if tp.topic == topics.prices}
+    out["floor"] = floor_blocking(floor_plan, floor_start)
     out["checkpoint_s"], out["checkpoint_lock_s"] = await d.timed_checkpoint()
     return out
 
@@ -334,6 +405,8 @@ def rows(r: Mapping[str, Any]) -> list[Row]:
     load, steady = r["load"], r["steady"]
     lat: Latency = r["latency"]
     fetch: Latency = r["to_fetch"]
+    part: Latency = r["daemon_part"]
+    floor: Latency = r["floor"]
     share = float(r["share_of_ceiling"])
     rates = list(load["rates"].values())
     out = [
@@ -382,8 +455,12 @@ def rows(r: Mapping[str, Any]) -> list[Row]:
             lat.p99 <= LATENCY_P99_TARGET_MS,
         ),
         Row("  tick-to-evaluation max", lat.max, "ms"),
-        Row("  of which produce -> fetched by the daemon, p50", fetch.p50, "ms"),
-        Row("  of which produce -> fetched by the daemon, p99", fetch.p99, "ms"),
+        Row("  produce -> returned by the daemon's getmany, p50", fetch.p50, "ms"),
+        Row("  produce -> returned by the daemon's getmany, p99", fetch.p99, "ms"),
+        Row("  getmany -> end of its evaluation, p50", part.p50, "ms"),
+        Row("  getmany -> end of its evaluation, p99", part.p99, "ms"),
+        Row("floor: same stream, bare consumer, daemon frozen, p50", floor.p50, "ms"),
+        Row("floor: produce -> returned by getmany, p99", floor.p99, "ms"),
         Row("  per CPU second: ceiling", float(r["ceiling_msgs_per_cpu_s"]), "msg/cpu-s"),
         Row("  per CPU second: daemon", float(r["daemon_msgs_per_cpu_s"]), "msg/cpu-s"),
         Row("  per CPU second: daemon / ceiling", 100 * float(r["cpu_share_of_ceiling"]), "%"),
@@ -407,14 +484,21 @@ def bench_kafka(bootstrap: str | None, messages: int, accounts: int) -> dict[str
 
 
 def main(argv: Sequence[str]) -> int:
-    """The ceiling process: ``python -m monitor.bench.kafka JSON`` prints
-    ``[records, wall seconds, CPU seconds]``."""
+    """The ceiling and floor processes: ``python -m monitor.bench.kafka JSON``
+    prints ``[records, wall seconds, CPU seconds]`` (ceiling) or the latency
+    summary (floor)."""
     spec = json.loads(argv[0])
-    ranges = {TopicPartition(t, p): (a, b) for t, p, a, b in spec["ranges"]}
-    if spec["tuned_gc"]:
+    if spec.get("tuned_gc", True):
         from monitor.daemon import gctune
 
         gctune.for_streaming()
+    if spec.get("what") == "floor":
+        start = {TopicPartition(t, p): o for t, p, o in spec["start"]}
+        lat = run_async(floor(spec["bootstrap"], start, float(spec["seconds"])))
+        summary = Latency.of(lat)
+        sys.stdout.write(json.dumps([summary.n, summary.p50, summary.p99, summary.max]) + "\n")
+        return 0
+    ranges = {TopicPartition(t, p): (a, b) for t, p, a, b in spec["ranges"]}
     out = run_async(ceiling(spec["bootstrap"], spec["prices"], ranges))
     sys.stdout.write(json.dumps(list(out)) + "\n")
     return 0

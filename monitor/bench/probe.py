@@ -264,6 +264,12 @@ def produce_blocking(job: ProduceJob) -> dict[str, Any]:
     return _parse("produce", proc.returncode, proc.stdout, proc.stderr)
 
 
+def produce_steady_blocking(plan: SteadyPlan) -> dict[str, Any]:
+    """The steady stream from another process, *blocking this event loop*."""
+    proc = subprocess.run(_command("steady", plan), capture_output=True, check=False)
+    return _parse("steady", proc.returncode, proc.stdout, proc.stderr)
+
+
 async def run_steady(plan: SteadyPlan) -> dict[str, Any]:
     """The steady stream from another process (the loop keeps running)."""
     proc = await asyncio.create_subprocess_exec(
@@ -286,6 +292,7 @@ __all__ = [
     "counts_of",
     "daemon_config",
     "produce_blocking",
+    "produce_steady_blocking",
     "run_steady",
     "wait_until",
     "with_daemon",

@@ -40,6 +40,23 @@ def rate(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 and count > 0 else 0.0
 
 
+def covered_at(offsets: I64, covers: tuple[I64, F64] | None) -> F64:
+    """For each offset, the time of the first cover past it, NaN where none is.
+
+    ``covers`` = (next offset covered, time) of every cover (an evaluation, a
+    fetch) of one partition, in the order they happened. Covered offsets never
+    move backwards: a running maximum makes that so even if a partition was
+    re-read (the first cover is what counts)."""
+    out = np.full(offsets.shape, np.nan)
+    if covers is None or covers[0].size == 0:
+        return out
+    covered = np.maximum.accumulate(covers[0])
+    k = np.searchsorted(covered, offsets, side="right")
+    hit = k < covered.size
+    out[hit] = covers[1][k[hit]]
+    return out
+
+
 def tick_latencies(
     ticks: Mapping[int, tuple[I64, I64]],
     evaluations: Mapping[int, tuple[I64, F64]],
@@ -53,17 +70,25 @@ def tick_latencies(
     next offset is past ``o``: itself, or the later tick of its symbol that
     replaced it in the queue. Returns (latency of each evaluated tick in ms, how
     many ticks no evaluation covered)."""
+    return between(ticks, None, evaluations)
+
+
+def between(
+    ticks: Mapping[int, tuple[I64, I64]],
+    first: Mapping[int, tuple[I64, F64]] | None,
+    then: Mapping[int, tuple[I64, F64]],
+) -> tuple[F64, int]:
+    """Per tick, the time of its cover in ``then`` minus that in ``first`` (its
+    event time when ``first`` is None); and how many ticks lack either cover."""
     out: list[F64] = []
     missing = 0
     for p, (offsets, ts) in ticks.items():
-        covered, end_ms = evaluations.get(p, (np.zeros(0, np.int64), np.zeros(0, np.float64)))
-        # Offsets covered never move backwards; a running maximum makes that so
-        # even if a partition was re-read (the first cover is what counts).
-        covered = np.maximum.accumulate(covered) if covered.size else covered
-        k = np.searchsorted(covered, offsets, side="right")
-        hit = k < covered.size
-        missing += int((~hit).sum())
-        out.append(end_ms[k[hit]] - ts[hit].astype(np.float64))
+        end = covered_at(offsets, then.get(p))
+        start = ts.astype(np.float64) if first is None else covered_at(offsets, first.get(p))
+        d = end - start
+        ok = ~np.isnan(d)
+        missing += int((~ok).sum())
+        out.append(d[ok])
     return (np.concatenate(out) if out else np.zeros(0, np.float64)), missing
 
 
@@ -76,4 +101,4 @@ def first_reaching(times: Sequence[float], counts: Sequence[int], target: int) -
     return None
 
 
-__all__ = ["Latency", "first_reaching", "rate", "tick_latencies"]
+__all__ = ["Latency", "between", "covered_at", "first_reaching", "rate", "tick_latencies"]

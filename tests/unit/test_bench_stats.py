@@ -20,7 +20,7 @@ from monitor.bench.load import (
 )
 from monitor.bench.probe import Probe
 from monitor.bench.scale import Scrape, parse_metrics, settled, stat_cpu_seconds
-from monitor.bench.stats import Latency, first_reaching, rate, tick_latencies
+from monitor.bench.stats import Latency, between, first_reaching, rate, tick_latencies
 from monitor.book import MarginBook
 from monitor.events import Decoder, Rejection, Tick
 from monitor.instruments import load_instruments
@@ -93,6 +93,16 @@ def test_the_first_evaluation_covering_a_tick_counts_even_after_a_reread() -> No
     evals = {0: (i64(3, 2, 5), f64(10.0, 20.0, 30.0))}
     lat, _ = tick_latencies(ticks, evals)
     assert lat.tolist() == [10.0, 30.0]
+
+
+def test_the_daemons_part_runs_from_each_ticks_fetch_to_its_evaluation() -> None:
+    ticks = {0: (i64(0, 1, 2), i64(0, 0, 0))}
+    fetched = {0: (i64(2, 3), f64(10.0, 30.0))}  # offsets 0-1 at 10, offset 2 at 30
+    evaluated = {0: (i64(1, 3), f64(12.0, 41.0))}  # offset 0 at 12, offsets 1-2 at 41
+    part, missing = between(ticks, fetched, evaluated)
+    assert part.tolist() == [2.0, 31.0, 11.0] and missing == 0
+    part, missing = between({0: (i64(0, 5), i64(0, 0))}, fetched, evaluated)
+    assert part.tolist() == [2.0] and missing == 1
 
 
 def test_first_reaching_is_the_first_sample_at_the_target() -> None:
