@@ -432,6 +432,11 @@ def rows(r: Mapping[str, Any]) -> list[Row]:
             share >= CEILING_TARGET,
         ),
         Row(
+            "  daemon / ceiling with CPython's default collector",
+            100 * float(r["daemon_msgs_per_s"]) / float(r["ceiling_default_gc_msgs_per_s"]),
+            "%",
+        ),
+        Row(
             "steady stream: achieved rate",
             float(steady["rate"]),
             "msgs/s",

@@ -19,7 +19,10 @@ topics each time:
    (the machine may be shared: the least disturbed round is the one to compare).
 
 The CPU time the instances and the broker used over each measured interval
-(from ``/proc``) says how much of the machine they had.
+(from ``/proc``) says how much of the machine they had; the rate per busy
+core-second tells scaling apart from a machine that gave the two instances
+less than two cores (it has two, shared with the broker and anything else
+running).
 
 Only account events are in the measured load: they are what a consumer group
 shares out; every instance reads all of ``prices``, so ticks do not scale out
@@ -383,6 +386,11 @@ def rows(r: Mapping[str, Any]) -> list[Row]:
     out += [
         Row(f"  events applied by instance {k + 1} of 2", float(n), "")
         for k, n in enumerate(two["applied_per_instance"])
+    ]
+    per_core = [float(p["msgs_per_s"]) / max(1e-9, sum(p["instance_cores"])) for p in (one, two)]
+    out += [
+        Row("msgs per busy core-second: 1 instance", per_core[0], "msgs/s"),
+        Row("msgs per busy core-second: 2 instances", per_core[1], "msgs/s"),
     ]
     out.append(
         Row(
