@@ -55,6 +55,7 @@ from monitor.checkpoint.state import (
 from monitor.checkpoint.statedir import StateDir, Written
 from monitor.clock import Clock, WallClock
 from monitor.config import Config
+from monitor.daemon import gctune
 from monitor.daemon.dlq import DeadLetters
 from monitor.daemon.health import Health, Verdict
 from monitor.daemon.http import HttpServer
@@ -553,6 +554,7 @@ class Daemon:
 
     # ================================================================ applying
     async def _apply_loop(self) -> None:
+        gctune.for_streaming()  # the per-record garbage, see monitor.daemon.gctune
         next_poll = self.clock.now_ms()
         while True:
             with contextlib.suppress(TimeoutError):
@@ -560,7 +562,10 @@ class Daemon:
             self._wake.clear()
             async with self._apply_lock:
                 await self._apply_pending()
+                was_ready = self.ready.is_set()
                 alerts = self._update_readiness()
+                if self.ready.is_set() and not was_ready:
+                    gctune.freeze_long_lived()  # the rebuilt book: out of the collector's way
                 if alerts:
                     await self.engine.publish(alerts)
                 if self.engine.live and self.clock.now_ms() >= next_poll:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import msgspec
 from aiokafka import TopicPartition
 
-from monitor.events import RejectReason, Tick
+from monitor.events import Rejection, RejectReason, Tick
 from monitor.sources.kafka import EventChunk, EventQueue, RecordedMessage, TickQueue, recorded
 
 
@@ -26,6 +26,28 @@ def test_the_tick_queue_keeps_the_latest_tick_per_symbol_and_rejects_older_ones(
     assert sorted(records) == ["r3", "r5"]
     assert offsets == {TopicPartition("p", 0): 7} and received == 99
     assert len(q) == 0 and q.take()[2] == {}
+
+
+def test_offering_a_decoded_batch_conflates_and_rejects_like_one_tick_at_a_time() -> None:
+    bad = Rejection(RejectReason.MALFORMED_JSON, "not JSON")
+    batch = [
+        Tick("BTC-PERP", 1.0, 10),
+        bad,
+        Tick("BTC-PERP", 2.0, 12),
+        Tick("ETH-PERP", 3.0, 5),
+        Tick("BTC-PERP", 9.0, 11),  # stale
+        Tick("BTC-PERP", 2.5, 12),
+    ]
+    records = [f"r{i}" for i in range(len(batch))]
+    q = TickQueue()
+    rejected: list[tuple[object, Rejection]] = []
+    q.offer_all(batch, records, lambda rec, r: rejected.append((rec, r)))
+    assert [(rec, r.reason) for rec, r in rejected] == [
+        ("r1", RejectReason.MALFORMED_JSON),
+        ("r4", RejectReason.STALE),
+    ]
+    ticks, recs, _, _ = q.take()
+    assert sorted(zip((t.price for t in ticks), recs, strict=True)) == [(2.5, "r5"), (3.0, "r3")]
 
 
 def test_the_event_queue_is_full_at_its_high_water_and_drained_at_its_low_water() -> None:
