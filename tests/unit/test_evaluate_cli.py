@@ -103,3 +103,33 @@ def test_infinite_margin_ratio_is_null_and_liquidatable(tmp_path: Path) -> None:
     assert acct["equity"] == pytest.approx(-100.0)
     assert acct["margin_ratio"] is None
     assert acct["status"] == "liquidatable"
+
+
+def _damaged(kind: str) -> bytes:
+    """A compressed copy of many events, cut short or garbled inside the stream (zstd
+    written with a content checksum, as the zstd tool does by default)."""
+    line = b'{"type":"tick","symbol":"BTC-PERP","price":%d.5,"ts":%d}\n'
+    body = b"".join(line % (60000 + i, 1700000000000 + i) for i in range(3000))
+    if kind.endswith("gz"):
+        data = gzip.compress(body)
+    else:
+        data = zstandard.ZstdCompressor(write_checksum=True).compress(body)
+    if kind.startswith("truncated"):
+        return data[: len(data) // 2]
+    garbled = bytearray(data)
+    for i in range(30, 60):
+        garbled[i] ^= 0xFF
+    return bytes(garbled)
+
+
+@pytest.mark.parametrize("kind", ["truncated-gz", "corrupt-gz", "truncated-zst", "corrupt-zst"])
+def test_a_damaged_compressed_file_exits_2_with_one_line_naming_it(
+    tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / f"{kind}.jsonl.{kind.split('-')[1]}"
+    path.write_bytes(_damaged(kind))
+    out = evaluate(str(path))
+    err = out.stderr.decode()
+    assert out.returncode == 2, err
+    assert err.count("\n") == 1 and path.name in err and "corrupt or truncated" in err
+    assert "Traceback" not in err
