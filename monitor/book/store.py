@@ -57,8 +57,8 @@ from monitor.book.layout import (
 )
 from monitor.book.recompute import asset_prices, position_figures, wallet_balances
 from monitor.book.segments import SegmentedLists
-from monitor.events.decode import Rejection, RejectReason
-from monitor.events.schema import BalanceEvent, Event, PositionEvent, Tick
+from monitor.events.decode import Rejection, RejectReason, ts_rejection
+from monitor.events.schema import MAX_TS_MS, BalanceEvent, Event, PositionEvent, Tick
 from monitor.instruments.model import RiskParams
 from monitor.risk.levels import Thresholds, margin_ratios
 
@@ -67,6 +67,7 @@ I64 = npt.NDArray[np.int64]
 I32 = npt.NDArray[np.int32]
 
 _MODES: Final = {"cross": MODE_CROSS, "isolated": MODE_ISOLATED}
+_KIND: Final = {Tick: "tick", PositionEvent: "position", BalanceEvent: "balance"}
 
 
 _A = TypeVar("_A", bound=npt.NDArray[Any])
@@ -240,6 +241,8 @@ class MarginBook:
         return self.apply_balance(ev)
 
     def apply_tick(self, s: int, price: float, ts: int) -> Rejection | None:
+        if not 0 <= ts <= MAX_TS_MS:
+            return ts_rejection("tick", ts)
         if ts < self.sym_ts[s]:
             return Rejection(
                 RejectReason.STALE,
@@ -303,6 +306,8 @@ class MarginBook:
         return None
 
     def apply_position(self, ev: PositionEvent) -> Rejection | None:
+        if not 0 <= ev.ts <= MAX_TS_MS:
+            return ts_rejection("position", ev.ts)
         p = self.params
         s = p.symbol_id[ev.symbol]
         a = self.account_slot(ev.account)
@@ -363,6 +368,8 @@ class MarginBook:
         )
 
     def apply_balance(self, ev: BalanceEvent) -> Rejection | None:
+        if not 0 <= ev.ts <= MAX_TS_MS:
+            return ts_rejection("balance", ev.ts)
         p = self.params
         k = p.asset_id[ev.asset]
         a = self.account_slot(ev.account)
@@ -434,14 +441,18 @@ class MarginBook:
         index, kind, acct, key, value = b.index, b.kind, b.acct, b.key, b.value
         entry, mode, iso, sub, tss, closed = b.entry, b.mode, b.iso, b.sub, b.ts, b.closed
         for i, ev in enumerate(events):
+            t = ev.ts
+            if t < 0 or t > MAX_TS_MS:  # only events built in code: decoding bounds ts
+                rejected.append((i, ts_rejection(_KIND[type(ev)], t)))
+                continue
             if type(ev) is Tick:
                 s = sid[ev.symbol]
                 prev = latest.get(s)
                 held = prev[1] if prev is not None else int(self.sym_ts[s])
-                if ev.ts < held:
+                if t < held:
                     rejected.append((i, _stale_tick(ev, held)))
                 else:
-                    latest[s] = (ev.price, ev.ts)
+                    latest[s] = (ev.price, t)
                 continue
             a = slot.get(ev.account)  # type: ignore[union-attr]
             if a is None:

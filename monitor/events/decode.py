@@ -18,6 +18,7 @@ from enum import StrEnum
 import msgspec
 
 from monitor.events.schema import (
+    MAX_TS_MS,
     BalanceEvent,
     Event,
     PositionEvent,
@@ -78,7 +79,17 @@ def _classify_decode_error(raw: bytes, exc: msgspec.DecodeError) -> Rejection:
         return Rejection(RejectReason.UNKNOWN_TYPE, msg)
     if msg.startswith("Expected `") and ", got `" in msg:
         return Rejection(RejectReason.BAD_TYPE, msg)
+    if field == "ts":
+        return Rejection(RejectReason.BAD_VALUE, f"{_TS_RANGE}: {msg}")
     return Rejection(RejectReason.BAD_VALUE, msg)
+
+
+_TS_RANGE = f"ts must be epoch milliseconds in 0..{MAX_TS_MS}"
+
+
+def ts_rejection(kind: str, ts: int) -> Rejection:
+    """The rejection of an event built in code (not decoded) with an out-of-range ts."""
+    return Rejection(RejectReason.BAD_VALUE, f"{kind} {_TS_RANGE}, got {ts}")
 
 
 class Decoder:

@@ -133,3 +133,25 @@ def test_a_damaged_compressed_file_exits_2_with_one_line_naming_it(
     assert out.returncode == 2, err
     assert err.count("\n") == 1 and path.name in err and "corrupt or truncated" in err
     assert "Traceback" not in err
+
+
+def test_an_out_of_range_ts_is_reported_as_a_bad_value_naming_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(
+        b'{"type":"balance","account":"C","asset":"USDT","amount":100,"ts":1}\n'
+        b'{"type":"tick","symbol":"ETH-PERP","price":2800,"ts":18446744073709551616}\n'
+        b'{"type":"position","account":"C","symbol":"ETH-PERP","qty":1,"entry_price":3000,'
+        b'"ts":9223372036854775808}\n'
+        b'{"type":"balance","account":"C","asset":"USDT","amount":5,"ts":1000000000000000000}\n'
+    )
+    out = evaluate(str(path))
+    assert out.returncode == 0, out.stderr
+    doc = orjson.loads(out.stdout)
+    assert [(r["line"], r["reason"]) for r in doc["rejected"]] == [
+        (2, "bad_value"),
+        (3, "bad_value"),
+        (4, "bad_value"),
+    ]
+    assert all("$.ts" in r["detail"] for r in doc["rejected"])
+    (acct,) = doc["accounts"]
+    assert acct["wallet_balance"] == 100.0 and acct["positions"] == []
