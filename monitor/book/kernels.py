@@ -533,6 +533,14 @@ def apply_account_events(
 
 
 @njit(cache=True)
+def mark_dirty_many(
+    slots: np.ndarray, acc_i: np.ndarray, dirty: np.ndarray, meta: np.ndarray
+) -> None:
+    for j in range(slots.shape[0]):
+        _mark_dirty(slots[j], acc_i, dirty, meta)
+
+
+@njit(cache=True)
 def reset_dirty(dirty: np.ndarray, n: int, acc_i: np.ndarray) -> None:
     for j in range(n):
         acc_i[A_DIRTY, dirty[j]] = 0

@@ -668,8 +668,12 @@ class MarginBook:
         wb = wallet_balances(self.params, self.bal[:, :n], self.sym_price)
         return wb, upnl, mm
 
-    def resync(self, *, record: bool = True) -> float:
-        """Re-derive every figure exactly; returns (and records the largest) correction."""
+    def resync(self, *, record: bool = True, mark_dirty: bool = True) -> float:
+        """Re-derive every figure exactly; returns (and records the largest) correction.
+
+        Accounts whose level the exact figures change are marked dirty (a transition
+        the alert engine must see), except after a bulk load (``mark_dirty=False``),
+        where every level is new and :meth:`Engine.go_live` evaluates them."""
         n = self.n_accounts
         alive = self.alive_positions()
         fig = position_figures(
@@ -683,10 +687,14 @@ class MarginBook:
         self.pos_f[P_MM, alive] = fig.mm
         self.pos_i[P_BRACKET, alive] = fig.bracket
         iso = alive[self.pos_i[P_MODE, alive] == MODE_ISOLATED]
+        changed: list[I64] = []  # accounts whose level the exact figures changed
         if iso.size:
             eq = self.pos_f[P_ISO_MARGIN, iso] + self.pos_f[P_UPNL, iso]
             has = np.ones(iso.shape[0], dtype=bool)
-            self.pos_i[P_STATUS, iso] = _levels(self.pos_f[P_MM, iso], eq, has, self._thr)
+            lvl = _levels(self.pos_f[P_MM, iso], eq, has, self._thr)
+            moved = lvl != self.pos_i[P_STATUS, iso]
+            changed.append(self.pos_i[P_ACCT, iso[moved]].astype(np.int64))
+            self.pos_i[P_STATUS, iso] = lvl
         wb, upnl, mm = self.recompute()
         corr = 0.0
         if n:
@@ -701,7 +709,12 @@ class MarginBook:
         self.acc_f[A_UPNL, :n] = upnl
         self.acc_f[A_MM, :n] = mm
         has = self.acc_i[A_NCROSS, :n] > 0
-        self.acc_i[A_STATUS, :n] = _levels(mm, wb + upnl, has, self._thr)
+        lvl = _levels(mm, wb + upnl, has, self._thr)
+        changed.append(np.flatnonzero(lvl != self.acc_i[A_STATUS, :n]).astype(np.int64))
+        self.acc_i[A_STATUS, :n] = lvl
+        # a level the correction changed is a transition the alert engine must see
+        if mark_dirty:
+            K.mark_dirty_many(np.unique(np.concatenate(changed)), self.acc_i, self.dirty, self.meta)
         if record:
             self.max_correction = max(self.max_correction, corr)
         return corr
@@ -789,7 +802,7 @@ class MarginBook:
         self.acc_i[A_NISO, :na] = np.bincount(a[~cross], minlength=na)[:na]
         self.meta[M_HWM] = n
         self.meta[M_NFREE] = 0
-        self.resync(record=False)
+        self.resync(record=False, mark_dirty=False)
 
     def load_balances(
         self,
@@ -814,7 +827,7 @@ class MarginBook:
             self.hold_len[kk] = holders.size
             self.hold_idx[kk, :] = -1
             self.hold_idx[kk, holders] = np.arange(holders.size)
-        self.resync(record=False)
+        self.resync(record=False, mark_dirty=False)
 
     def compact(self) -> None:
         """Re-lay positions out by symbol and account (after churn has scattered them)."""

@@ -69,13 +69,20 @@ def distance_to_liquidation(
     fixed_mm: float,
     moving_collateral: float,
     legs: Sequence[MovingLeg],
+    liquidatable: float = 1.0,
 ) -> tuple[float | None, float | None]:
     """Smallest relative moves ``(down, up)`` of one underlying at which the account
-    becomes liquidatable (MM >= equity). ``fixed_*`` are the parts that do not move,
-    ``moving_collateral`` the haircut value of collateral on that underlying.
-    ``(0.0, 0.0)`` when it is liquidatable already; None where no move does it."""
+    becomes liquidatable (margin ratio ``MM / E`` at or above ``liquidatable``, the
+    configured threshold; equity <= 0 counts too). ``fixed_*`` are the parts that do
+    not move, ``moving_collateral`` the haircut value of collateral on that
+    underlying. ``(0.0, 0.0)`` when it is liquidatable already; None where no move
+    does it.
+
+    With ``L > 0``, ``MM / E >= L`` (E > 0) and ``E <= 0`` are together the set
+    where ``E - MM / L <= 0`` (MM >= 0), which stays piecewise linear in the move."""
     if fixed_mm <= 0.0 and not legs:
         return None, None
+    inv = 1.0 / liquidatable
 
     def f(x: float) -> float:
         e = fixed_equity + moving_collateral * (1.0 + x)
@@ -84,7 +91,7 @@ def distance_to_liquidation(
             m = leg.mark * (1.0 + x)
             e += leg.qty * (m - leg.entry)
             mm += maintenance(abs(leg.qty) * m, leg.brackets)
-        return e - mm
+        return e - mm * inv
 
     f0 = f(0.0)
     if f0 <= 0.0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from monitor.book import MarginBook
+from monitor.book.layout import P_ENTRY, P_QTY
 from monitor.events import (
     BalanceEvent,
     Decoder,
@@ -141,6 +142,31 @@ def test_stale_events_are_rejected_by_the_book(small_params: RiskParams) -> None
     r = book.apply(BalanceEvent("A", "USDT", 6.0, 8))
     assert isinstance(r, Rejection) and r.reason is RejectReason.STALE and "USDT" in r.detail
     assert book.wallet_balance[0] == 5.0
+
+
+@pytest.mark.parametrize("conflate", [None, True, False])
+def test_stale_positions_are_rejected_against_the_position_and_its_close(
+    small_params: RiskParams, conflate: bool | None
+) -> None:
+    """A position older than the one held, or than the close that ended it, is stale."""
+    book = MarginBook(small_params)
+    events: list[Event] = [
+        PositionEvent("A", "ETH-PERP", 2.0, 10.0, 5),
+        PositionEvent("A", "ETH-PERP", 3.0, 11.0, 4),  # older than the position held
+        PositionEvent("A", "ETH-PERP", 0.0, 0.0, 7),  # close
+        PositionEvent("A", "ETH-PERP", 1.0, 12.0, 6),  # older than the close
+        PositionEvent("A", "ETH-PERP", 4.0, 13.0, 7),  # as new as the close: accepted
+    ]
+    if conflate is None:
+        out = [(i, r) for i, ev in enumerate(events) if (r := book.apply(ev)) is not None]
+    else:
+        out = book.apply_batch(events, conflate=conflate)
+    assert [i for i, _ in out] == [1, 3]
+    for _, r in out:
+        assert r.reason is RejectReason.STALE
+        assert "position" in r.detail and "ETH-PERP" in r.detail and "account A" in r.detail
+    (slot,) = book.positions_of(0)
+    assert (book.pos_f[P_QTY, slot], book.pos_f[P_ENTRY, slot]) == (4.0, 13.0)
 
 
 OUT_OF_RANGE = [2**64, 2**63, 2**63 - 1, MAX_TS_MS + 1, -1]
