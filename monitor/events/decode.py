@@ -47,6 +47,7 @@ class Rejection:
     detail: str
 
 
+_INF = math.inf
 _AT = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 
 
@@ -109,6 +110,11 @@ class Decoder:
             ev = self._event.decode(raw)
         except msgspec.DecodeError as exc:
             return _classify_decode_error(raw, exc)
+        # The common case in one test (a valid tick: ~60 ns instead of ~250 ns for
+        # the full checks). JSON numbers decode finite (NaN, Infinity and 1e999 are
+        # rejected by the decoder itself); ``0 < price < inf`` is false for NaN too.
+        if type(ev) is Tick and 0.0 < ev.price < _INF and ev.symbol in self._symbols:
+            return ev
         return self.validate(ev)
 
     def decode_price(self, raw: bytes) -> Tick | Rejection:
