@@ -899,8 +899,8 @@ def bulk_layout(
     n_acc: int,
 ) -> int:
     """Install positions (visited in ``order``, or in input order if ``order`` is
-    empty; closed ones skipped) into empty groups with room for them, each group in
-    visiting order, and link the account lists. Returns -1, or a slot holding an
+    empty; closed ones skipped) into empty, zeroed groups with room for them, each
+    group in visiting order, and link the account lists. Returns -1, or a slot holding an
     (account, instrument) pair seen twice."""
     by_order = order.shape[0] > 0
     for j in range(acct.shape[0]):
@@ -910,19 +910,21 @@ def bulk_layout(
         g = mode[i] * n_instr + sym[i]
         p = gstart[g] + glen[g]
         glen[g] += 1
-        a = acct[i]
         pos_f[P_QTY, p] = qty[i]
         pos_f[P_ENTRY, p] = entry[i]
-        pos_f[P_ISO_MARGIN, p] = iso_margin[i]
-        pos_f[P_UPNL, p] = 0.0
-        pos_f[P_MM, p] = 0.0
-        pos_i[P_ACCT, p] = a
+        pos_i[P_ACCT, p] = acct[i]
         pos_i[P_SYM, p] = sym[i]
-        pos_i[P_MODE, p] = mode[i]
-        pos_i[P_BRACKET, p] = 0
-        pos_i[P_SUB, p] = sub[i]
-        pos_i[P_STATUS, p] = 0
         pos_ts[p] = ts[i]
+        # The slots come zeroed, and freshly allocated pages are only backed by
+        # memory once written: zeros are not written, so columns that are zero
+        # for most positions (isolated margin, mode, sub-account label; the
+        # status is zero until the exact pass) cost nothing for cross positions.
+        if iso_margin[i] != 0.0:
+            pos_f[P_ISO_MARGIN, p] = iso_margin[i]
+        if mode[i] != 0:
+            pos_i[P_MODE, p] = mode[i]
+        if sub[i] != 0:
+            pos_i[P_SUB, p] = sub[i]
     # an account holds one position per instrument, whatever its mode
     seen = np.full(n_acc, -1, dtype=np.int32)
     for s in range(n_instr):

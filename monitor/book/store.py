@@ -829,15 +829,17 @@ class MarginBook:
         then derived exactly."""
         if self.n_positions:
             raise ValueError("load_positions needs a book without positions")
+        # columns are taken as given (any integer or float width: the compiled pass
+        # reads them directly), so a large load makes no widened copies
         a = _int_col(acct)
         n = a.shape[0]
         s = _int_col(sym)
-        q = np.asarray(qty, dtype=np.float64)
-        e = np.asarray(entry, dtype=np.float64)
+        q = _num_col(qty)
+        e = _num_col(entry)
         md = _int_col(mode) if mode is not None else np.zeros(n, dtype=np.int8)
         sb = _int_col(sub) if sub is not None else np.zeros(n, dtype=np.int8)
-        im = np.zeros(n) if iso_margin is None else np.asarray(iso_margin, dtype=np.float64)
-        t = np.zeros(n, dtype=np.int64) if ts is None else np.asarray(ts, dtype=np.int64)
+        im = _num_col(iso_margin) if iso_margin is not None else np.zeros(n, dtype=np.float32)
+        t = _int_col(ts) if ts is not None else np.zeros(n, dtype=np.int64)
         for name, col in (("sym", s), ("qty", q), ("entry", e), ("mode", md), ("sub", sb)):
             if col.shape != (n,):
                 raise ValueError(f"load_positions: {name} has shape {col.shape}, expected ({n},)")
@@ -858,6 +860,10 @@ class MarginBook:
         if capacity > self.position_capacity:
             self._alloc_positions(0)  # let the empty arrays go before the new ones
             self._alloc_positions(capacity)
+        else:  # the bulk pass writes only non-zero values into zeroed slots
+            self.pos_f[:, :total] = 0.0
+            self.pos_i[:, :total] = 0
+            self.pos_ts[:total] = 0
         self.gstart = np.concatenate(([0], np.cumsum(caps)[:-1])).astype(np.int64)
         self.gcap = caps
         self.glen[:] = 0
@@ -950,6 +956,14 @@ def _int_col(x: npt.ArrayLike) -> npt.NDArray[np.integer[Any]]:
     arr = np.asarray(x)
     if arr.dtype.kind not in "iu":
         arr = arr.astype(np.int64)
+    return arr
+
+
+def _num_col(x: npt.ArrayLike) -> npt.NDArray[np.floating[Any] | np.integer[Any]]:
+    """A numeric column as given (float32, float64 or integers), else as float64."""
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "fiu":
+        arr = arr.astype(np.float64)
     return arr
 
 
