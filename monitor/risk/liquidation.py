@@ -96,11 +96,17 @@ def distance_to_liquidation(
     f0 = f(0.0)
     if f0 <= 0.0:
         return 0.0, 0.0
+    # A floor that a (vanishingly small) position would reach only by a move that
+    # takes some mark beyond the float range is no kink: the gap is not defined there.
+    top = max((leg.mark for leg in legs), default=1.0)
     kinks: list[float] = []
     for leg in legs:
         n0 = abs(leg.qty) * leg.mark
         if n0 > 0.0:
-            kinks.extend(b.floor / n0 - 1.0 for b in leg.brackets[1:])
+            for b in leg.brackets[1:]:
+                k = b.floor / n0 - 1.0
+                if math.isfinite(top * (1.0 + k)):
+                    kinks.append(k)
     down_pts = [*sorted((x for x in kinks if -1.0 < x < 0.0), reverse=True), -1.0]
     up_pts = sorted(x for x in kinks if x > 0.0)
     return _first_root(f, 0.0, f0, down_pts, unbounded=False), _first_root(
@@ -121,6 +127,7 @@ def _first_root(
         return None
     xb = xa + 1.0
     fb = f(xb)
-    if fb >= fa:
+    if not fb < fa:
         return None
-    return xa + fa / (fa - fb)
+    x = xa + fa / (fa - fb)
+    return x if math.isfinite(x) else None

@@ -221,6 +221,13 @@ def test_distance_to_liquidation_uses_the_configured_liquidatable_threshold() ->
     assert (1 + down) / (10 + 100 * down) == pytest.approx(0.5)  # MR at the root
 
 
+def test_a_vanishing_position_has_no_distance_rather_than_a_nan() -> None:
+    """Its floors lie beyond any move a float can express: no kinks, no root."""
+    b = derive_brackets([(0, 0.01), (1000, 0.02)])
+    leg = [MovingLeg(1.58e-306, 4.0, 4.0, b)]
+    assert distance_to_liquidation(1.0, 0.0, 0.0, leg) == (None, None)
+
+
 def test_the_report_measures_distance_to_the_configured_threshold(
     small_params: RiskParams,
 ) -> None:
