@@ -498,34 +498,67 @@ class MarginBook:
                 if r is not None:
                     rejected.append((i, r))
             return rejected
+        # Ticks and account events are taken apart by two comprehensions (C loops):
+        # the ticks never pass through a Python loop of their own, their columns
+        # are read by comprehensions and conflated by a compiled pass.
+        tick_at = [i for i, ev in enumerate(events) if type(ev) is Tick]
+        if len(tick_at) < len(events):
+            others = [i for i, ev in enumerate(events) if type(ev) is not Tick]
+            rejected = self._stage_account_events(events, others)
+        if tick_at:
+            more = self._conflated_ticks(events, tick_at)
+            if more:
+                rejected.extend(more)
+                rejected.sort(key=lambda ir: ir[0])
+        return rejected
+
+    def _conflated_ticks(
+        self, events: Sequence[Event], tick_at: list[int]
+    ) -> list[tuple[int, Rejection]]:
+        """The ticks of a batch (at ``tick_at``): stale ones rejected, the newest of
+        each symbol applied, all symbols in one kernel call."""
+        ticks = cast(list[Tick], [events[i] for i in tick_at])
+        tss = [t.ts for t in ticks]
+        rejected: list[tuple[int, Rejection]] = []
+        if min(tss) < 0 or max(tss) > MAX_TS_MS:  # only ticks built in code
+            keep = [j for j, t in enumerate(tss) if 0 <= t <= MAX_TS_MS]
+            rejected = [(tick_at[j], ts_rejection("tick", t)) for j, t in enumerate(tss)
+                        if not 0 <= t <= MAX_TS_MS]  # fmt: skip
+            if not keep:
+                return rejected
+            tick_at = [tick_at[j] for j in keep]
+            ticks = [ticks[j] for j in keep]
+            tss = [tss[j] for j in keep]
+        sid = self.params.symbol_id
+        syms = np.array([sid[t.symbol] for t in ticks], dtype=np.int64)
+        ts = np.array(tss, dtype=np.int64)
+        px = np.array([t.price for t in ticks], dtype=np.float64)
+        last, stale, older = K.conflate_ticks(syms, ts, self.sym_ts)
+        for k, held in zip(stale.tolist(), older.tolist(), strict=True):
+            rejected.append((tick_at[k], _stale_tick(ticks[k], held)))
+        if last.shape[0]:
+            self.last_event_ts = max(self.last_event_ts, int(ts[last].max()))
+            self._ticks(syms[last], px[last], ts[last])
+        return rejected
+
+    def _stage_account_events(
+        self, events: Sequence[Event], others: list[int]
+    ) -> list[tuple[int, Rejection]]:
+        """Stage the account events of a batch (at ``others``) as columns for one
+        kernel call; the per-event Python cost of that path is this loop."""
         p = self.params
         sid = p.symbol_id
         aid = p.asset_id
         n_sym = len(p.symbols)
         slot = self._slot
         closed_ts = self._closed_ts
-        # newest accepted ts per symbol (clamped at 0: a negative ts is never valid)
-        newest = dict(zip(p.symbols, np.maximum(self.sym_ts, 0).tolist(), strict=True))
-        price_of: dict[str, float] = {}
+        rejected: list[tuple[int, Rejection]] = []
         b = _AccountBatch()
-        # One tight loop: the per-event Python cost of the whole path. A tick costs
-        # one dict lookup, a chained comparison and two dict stores; account events
-        # are staged as columns for one kernel call.
         index, kind, acct, key, value = b.index, b.kind, b.acct, b.key, b.value
         entry, mode, iso, sub, tss, closed = b.entry, b.mode, b.iso, b.sub, b.ts, b.closed
-        for i, ev in enumerate(events):
+        for i in others:
+            ev = events[i]
             t = ev.ts
-            if type(ev) is Tick:
-                sym = ev.symbol
-                held = newest[sym]
-                if held <= t <= MAX_TS_MS:
-                    newest[sym] = t
-                    price_of[sym] = ev.price
-                elif t < 0 or t > MAX_TS_MS:
-                    rejected.append((i, ts_rejection("tick", t)))
-                else:
-                    rejected.append((i, _stale_tick(ev, held)))
-                continue
             if t < 0 or t > MAX_TS_MS:  # only events built in code: decoding bounds ts
                 rejected.append((i, ts_rejection(_KIND[type(ev)], t)))
                 continue
@@ -563,13 +596,6 @@ class MarginBook:
         if index:
             rejected.extend(self._apply_staged(b, events))
             rejected.sort(key=lambda ir: ir[0])
-        if price_of:
-            n = len(price_of)
-            syms = np.fromiter((sid[x] for x in price_of), dtype=np.int64, count=n)
-            px = np.fromiter(price_of.values(), dtype=np.float64, count=n)
-            ts = np.fromiter((newest[x] for x in price_of), dtype=np.int64, count=n)
-            self.last_event_ts = max(self.last_event_ts, int(ts.max()))
-            self._ticks(syms, px, ts)
         return rejected
 
     def _apply_staged(
