@@ -13,6 +13,7 @@ import gc
 import resource
 import time
 from collections.abc import Callable
+from typing import cast
 
 import msgspec
 import numpy as np
@@ -283,15 +284,12 @@ class MixedStream:
 def run_stream(book: MarginBook, decoder: Decoder, raws: list[bytes], batch: int) -> int:
     """Decode and apply ``raws`` in conflated batches; returns how many were rejected."""
     rejected = 0
+    decode = decoder.decode_event
     for j in range(0, len(raws), batch):
-        evs: list[Event] = []
-        for raw in raws[j : j + batch]:
-            ev = decoder.decode_event(raw)
-            if isinstance(ev, Rejection):
-                rejected += 1
-            else:
-                evs.append(ev)
-        rejected += len(book.apply_batch(evs))
+        out = list(map(decode, raws[j : j + batch]))
+        evs = [ev for ev in out if type(ev) is not Rejection]
+        rejected += len(out) - len(evs)
+        rejected += len(book.apply_batch(cast(list[Event], evs)))
         book.drain_dirty()
     return rejected
 
