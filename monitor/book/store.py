@@ -223,7 +223,9 @@ class MarginBook:
     def _make_room(self, groups: I64, extra: I64) -> None:
         """Room for ``extra`` more positions in each of ``groups``: a group that is
         full moves to the end of the slot range with a quarter more than it needs;
-        when the arrays cannot take that, every group is repacked into larger ones."""
+        when the arrays cannot take that, or the segments groups left behind add up
+        to half the open positions, every group is repacked (into larger arrays if
+        they are short)."""
         need = self.glen[groups] + extra
         short = need > self.gcap[groups]
         if not short.any():
@@ -231,10 +233,13 @@ class MarginBook:
         groups, need = groups[short], need[short]
         new_caps = need + need // 4 + _MIN_CAP
         hwm = int(self.meta[M_HWM])
-        if hwm + int(new_caps.sum()) > self.position_capacity:
+        full = hwm + int(new_caps.sum()) > self.position_capacity
+        if full or self._dead > max(4096, self.n_positions // 2):
             caps = _room_for(self.glen)
             caps[groups] = np.maximum(caps[groups], new_caps)
-            self._repack(caps, 2 * int(caps.sum()))
+            total = int(caps.sum())
+            cap = self.position_capacity
+            self._repack(caps, cap if total + total // 8 <= cap else 2 * total)
             return
         for g, cap in zip(groups.tolist(), new_caps.tolist(), strict=True):
             self._free_range(hwm, hwm + cap)

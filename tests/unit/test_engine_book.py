@@ -137,3 +137,19 @@ def test_a_group_that_outgrows_its_room_moves_and_the_arrays_repack(
     book.apply(Tick("ETH-PERP", 11.0, 2))
     assert book.unrealized_pnl[40:].tolist() == [1.0] * 5000
     assert book.resync() < 1e-9
+
+
+def test_segments_left_behind_by_moving_groups_are_reclaimed_by_a_repack(
+    small_params: RiskParams,
+) -> None:
+    book = MarginBook(small_params, accounts=1, positions=1 << 16)
+    repacks = 0
+    for k in range(6000):  # BTC grows one position at a time: its run moves again and again
+        before = book._dead
+        book.apply(PositionEvent(f"A{k}", "BTC-PERP", 1.0, 100.0, 1))
+        repacks += book._dead < before
+        # at most the bound, plus the segment the last move left
+        assert book._dead <= max(4096, book.n_positions // 2) + book.n_positions + 16
+    assert repacks >= 1
+    assert int(book.meta[M_HWM]) < 3 * 6000 + 4096  # dead segments never piled up
+    assert_layout(book)
