@@ -312,11 +312,29 @@ class ReferenceBook:
         if beyond is None:
             return None
         # past the last floor the gap is linear: does it fall, and where to zero?
-        gb = self.liquidation_gap(account, u, xa + beyond)
-        if not gb < ga:
+        d = self.gap_slope(account, u, xa + beyond)
+        if not d < 0.0:
             return None
-        x = xa + beyond * ga / (ga - gb)
+        x = xa + ga / -d
         return x if math.isfinite(x) else None
+
+    def gap_slope(self, account: str, underlying: str, x: float) -> float:
+        """d/dx of :meth:`liquidation_gap` where no position crosses a floor."""
+        acc = self.accounts[account]
+        params = self.params
+        d = 0.0
+        for name, (amount, _) in acc.balances.items():
+            a = params.assets[params.asset_id[name]]
+            if a.underlying == underlying:
+                d += amount * self.asset_price(name) * (1.0 - a.haircut)
+        for symbol, p in acc.positions.items():
+            inst = params.instrument(symbol)
+            if p.mode != "cross" or inst.underlying != underlying:
+                continue
+            m = self.mark(symbol, p.entry)
+            b = inst.bracket_for(abs(p.qty) * m * (1.0 + x))
+            d += p.qty * m - abs(p.qty) * m * b.mmr / self.thresholds.liquidatable
+        return d
 
 
 def _liquidation_price(

@@ -221,6 +221,22 @@ def test_distance_to_liquidation_uses_the_configured_liquidatable_threshold() ->
     assert (1 + down) / (10 + 100 * down) == pytest.approx(0.5)  # MR at the root
 
 
+def test_an_account_liquidatable_already_is_at_distance_zero_whatever_it_holds() -> None:
+    # nothing on this underlying moves it, but equity is below zero now
+    assert distance_to_liquidation(-1.0, 0.0, 0.0, []) == (0.0, 0.0)
+    # nothing moves and it is healthy: no move of this underlying liquidates it
+    assert distance_to_liquidation(10.0, 1.0, 0.0, []) == (None, None)
+
+
+def test_past_the_last_floor_the_distance_uses_the_exact_slope() -> None:
+    """A small debt in an asset against a large equity: the gap changes by 1e-9 of
+    itself per unit move, which differencing the gap would get wrong by ~1e-7."""
+    debt = -3.8e-8
+    up = distance_to_liquidation(33.0, 1.5625e-4, debt, [])[1]
+    # 33 + debt (1 + x) - 1.5625e-4 = 0
+    assert up == pytest.approx((33.0 - 1.5625e-4) / -debt - 1.0, rel=1e-12)
+
+
 def test_a_vanishing_position_has_no_distance_rather_than_a_nan() -> None:
     """Its floors lie beyond any move a float can express: no kinks, no root."""
     b = derive_brackets([(0, 0.01), (1000, 0.02)])
