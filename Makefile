@@ -13,9 +13,25 @@ DEB_TOOLS := mosquitto:mosquitto promtool:prometheus amtool:prometheus-alertmana
 
 .PHONY: demo test lint typecheck unit bench system-deps clean
 
+# Debian's python3 has no ensurepip (so `python3 -m venv` fails) until the
+# python3.X-venv package of that very interpreter is installed: check before
+# creating the virtualenv, install it as root, otherwise say exactly what to run.
+VENV_PKG = $$($(PYTHON) -c 'import sys; print(f"python3.{sys.version_info[1]}-venv")')
+
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "error: Python 3.11 or newer is required ($(PYTHON) is older)"; exit 1; }
+	@if ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
+	  pkg=$(VENV_PKG); \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian package $$pkg (python3 -m venv needs it)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkg >/dev/null || exit 1; \
+	  else \
+	    echo "error: $(PYTHON) cannot create virtualenvs (no ensurepip)"; \
+	    echo "       run: sudo apt-get install -y $$pkg"; exit 1; \
+	  fi; \
+	fi
+	@[ -x $(BIN)/pip ] || rm -rf $(VENV)  # a venv left half-made by an earlier failure
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -3,6 +3,11 @@
 Each block is ``(fields, capacity)`` in C order, so every field is one
 contiguous column; grouping the columns in a few blocks keeps the number of
 arguments to the compiled kernels (and so their call overhead) small.
+
+Position slots are grouped: the open positions of one (margin mode,
+instrument) pair, group ``mode * n_instruments + symbol``, occupy one
+contiguous run of slots (see :mod:`monitor.book.store`), so a tick walks a
+plain slot range and the compiler can vectorise it.
 """
 
 # account float columns
@@ -11,7 +16,7 @@ A_UPNL = 1  # sum of cross uPnL, maintained by deltas
 A_MM = 2  # sum of cross maintenance margin, maintained by deltas
 N_AF = 3  # (the margin ratio is derived on read: MarginBook.margin_ratio)
 
-# account int columns
+# account int columns (int64)
 A_STATUS = 0  # risk level of the cross part (risk.levels.Status)
 A_NCROSS = 1  # open cross positions
 A_NISO = 2  # open isolated positions
@@ -34,7 +39,7 @@ P_MODE = 2  # MODE_CROSS / MODE_ISOLATED
 P_BRACKET = 3
 P_SUB = 4  # interned sub-account label
 P_NEXT = 5  # next position slot of the same account, -1 at the end
-P_SYMIDX = 6  # index of this slot in its symbol's list
+P_PREV = 6  # previous position slot of the same account, -1 at the head
 P_STATUS = 7  # level of an isolated position
 N_PI = 8
 
@@ -42,8 +47,8 @@ MODE_CROSS = 0
 MODE_ISOLATED = 1
 
 # meta counters (int64)
-M_HWM = 0  # high-water mark of position slots
-M_NFREE = 1  # free position slots on the stack
+M_HWM = 0  # end of the slot range in use (slots at and above are unused)
+M_NFREE = 1  # free slots below the high-water mark
 M_NDIRTY = 2  # accounts in the dirty list
 N_META = 3
 

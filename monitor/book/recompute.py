@@ -1,8 +1,8 @@
 """From-scratch, fully vectorised evaluation of every position and account.
 
-Used to re-derive the incremental sums exactly (``MarginBook.resync``), to
-restore a book, and as the baseline the incremental tick path is measured
-against in ``monitor bench``.
+The baseline the incremental tick path is measured against in ``monitor
+bench`` (``MarginBook.recompute``), and the valuation of collateral used by
+the exact re-derivation (``MarginBook.resync``).
 """
 
 from __future__ import annotations
@@ -35,9 +35,11 @@ def position_figures(
     mark = np.where(np.isnan(mark), entry, mark)
     notional = np.abs(qty) * mark
     upnl = qty * (mark - entry)
-    # bracket = number of floors (after the first) at or below the notional
-    floors = params.br_floor[sym]  # (n, width), padded with +inf
-    bracket = (floors[:, 1:] <= notional[:, None]).sum(axis=1).astype(np.int64)
+    # bracket = number of floors (after the first) at or below the notional, one
+    # bracket column at a time (a (positions, width) gather would dominate memory)
+    bracket = np.zeros(sym.shape[0], dtype=np.int64)
+    for k in range(1, params.br_floor.shape[1]):
+        bracket += params.br_floor[sym, k] <= notional
     mm = notional * params.br_mmr[sym, bracket] - params.br_cum[sym, bracket]
     return PositionFigures(upnl, mm, bracket, notional)
 

@@ -1,9 +1,8 @@
-"""Many growable int32 lists in one flat array (the per-symbol slot lists).
+"""Many growable int32 lists in one flat array (the collateral holders per asset).
 
 Group ``g`` occupies ``flat[start[g] : start[g] + cap[g]]`` and holds
 ``length[g]`` items. Keeping every list in one array lets a compiled kernel
-reach any of them (a batch of account events touches many symbols), while a
-tick still walks one contiguous run. A list that outgrows its segment moves
+reach any of them (a batch of ticks may move several assets). A list that outgrows its segment moves
 to the end with twice the room; when the flat array is full everything is
 repacked, so the waste stays bounded and growth is amortised.
 """

@@ -18,6 +18,7 @@ from enum import StrEnum
 import msgspec
 
 from monitor.events.schema import (
+    MAX_TS_MS,
     BalanceEvent,
     Event,
     PositionEvent,
@@ -46,6 +47,7 @@ class Rejection:
     detail: str
 
 
+_INF = math.inf
 _AT = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 
 
@@ -78,7 +80,17 @@ def _classify_decode_error(raw: bytes, exc: msgspec.DecodeError) -> Rejection:
         return Rejection(RejectReason.UNKNOWN_TYPE, msg)
     if msg.startswith("Expected `") and ", got `" in msg:
         return Rejection(RejectReason.BAD_TYPE, msg)
+    if field == "ts":
+        return Rejection(RejectReason.BAD_VALUE, f"{_TS_RANGE}: {msg}")
     return Rejection(RejectReason.BAD_VALUE, msg)
+
+
+_TS_RANGE = f"ts must be epoch milliseconds in 0..{MAX_TS_MS}"
+
+
+def ts_rejection(kind: str, ts: int) -> Rejection:
+    """The rejection of an event built in code (not decoded) with an out-of-range ts."""
+    return Rejection(RejectReason.BAD_VALUE, f"{kind} {_TS_RANGE}, got {ts}")
 
 
 class Decoder:
@@ -98,6 +110,11 @@ class Decoder:
             ev = self._event.decode(raw)
         except msgspec.DecodeError as exc:
             return _classify_decode_error(raw, exc)
+        # The common case in one test (a valid tick: ~60 ns instead of ~250 ns for
+        # the full checks). JSON numbers decode finite (NaN, Infinity and 1e999 are
+        # rejected by the decoder itself); ``0 < price < inf`` is false for NaN too.
+        if type(ev) is Tick and 0.0 < ev.price < _INF and ev.symbol in self._symbols:
+            return ev
         return self.validate(ev)
 
     def decode_price(self, raw: bytes) -> Tick | Rejection:

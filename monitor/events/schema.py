@@ -10,8 +10,14 @@ from typing import Annotated, Literal
 
 import msgspec
 
+# Event times are epoch milliseconds of at most 18 digits: far beyond any real
+# clock, and below 2^63, so every ts fits the book's int64 columns (an unbounded
+# JSON integer overflowed them, or wrapped negative in compiled code). The replay
+# fast tick parser accepts exactly the same range.
+MAX_TS_MS = 10**18 - 1
+
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
-EpochMs = Annotated[int, msgspec.Meta(ge=0)]
+EpochMs = Annotated[int, msgspec.Meta(ge=0, le=MAX_TS_MS)]
 
 
 class Tick(msgspec.Struct, tag="tick", tag_field="type", frozen=True, gc=False):
@@ -49,6 +55,11 @@ class _UntaggedTick(msgspec.Struct, frozen=True, gc=False):
     price: float
     ts: EpochMs
     type: Literal["tick"] = "tick"
+
+
+def ts_in_range(ts: int) -> bool:
+    """Whether ``ts`` is a valid event time (``0 <= ts <= MAX_TS_MS``)."""
+    return 0 <= ts <= MAX_TS_MS
 
 
 def encode(event: Event) -> bytes:

@@ -9,6 +9,7 @@ makes the maintenance margin ``N * mmr - cum`` continuous across floors.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import numpy as np
 import numpy.typing as npt
@@ -25,16 +26,26 @@ class Bracket:
 
 
 def derive_brackets(pairs: list[tuple[float, float]]) -> tuple[Bracket, ...]:
-    """Brackets from ``(floor, mmr)`` pairs, with the maintenance amounts derived."""
+    """Brackets from ``(floor, mmr)`` pairs, with the maintenance amounts derived.
+
+    The sum is taken in decimal on the numbers as written (``repr`` of a float read
+    from TOML is the shortest string that reads back to it), then rounded once to a
+    float: ``50000 * (0.005 - 0.004)`` is 50, not the 49.99999999999999 that binary
+    arithmetic on the same floats gives, so amounts are right to the cent."""
     out: list[Bracket] = []
-    cum = 0.0
-    prev_mmr = 0.0
+    cum = Decimal(0)
+    prev_mmr = Decimal(0)
     for i, (floor, mmr) in enumerate(pairs):
+        f, m = _decimal(floor), _decimal(mmr)
         if i > 0:
-            cum += floor * (mmr - prev_mmr)
-        out.append(Bracket(float(floor), float(mmr), cum))
-        prev_mmr = mmr
+            cum += f * (m - prev_mmr)
+        out.append(Bracket(float(floor), float(mmr), float(cum)))
+        prev_mmr = m
     return tuple(out)
+
+
+def _decimal(x: float) -> Decimal:
+    return Decimal(x) if isinstance(x, int) else Decimal(repr(float(x)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,13 +45,8 @@ def liquidation_price(
 
 
 def maintenance(notional: float, brackets: Sequence[Bracket]) -> float:
-    chosen = brackets[0]
-    for b in brackets:
-        if b.floor <= notional:
-            chosen = b
-        else:
-            break
-    return notional * chosen.mmr - chosen.cum
+    b = _bracket(notional, brackets)
+    return notional * b.mmr - b.cum
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +64,19 @@ def distance_to_liquidation(
     fixed_mm: float,
     moving_collateral: float,
     legs: Sequence[MovingLeg],
+    liquidatable: float = 1.0,
 ) -> tuple[float | None, float | None]:
     """Smallest relative moves ``(down, up)`` of one underlying at which the account
-    becomes liquidatable (MM >= equity). ``fixed_*`` are the parts that do not move,
-    ``moving_collateral`` the haircut value of collateral on that underlying.
-    ``(0.0, 0.0)`` when it is liquidatable already; None where no move does it."""
-    if fixed_mm <= 0.0 and not legs:
-        return None, None
+    becomes liquidatable (margin ratio ``MM / E`` at or above ``liquidatable``, the
+    configured threshold; equity <= 0 counts too). ``fixed_*`` are the parts that do
+    not move, ``moving_collateral`` the haircut value of collateral on that
+    underlying. ``(0.0, 0.0)`` when it is liquidatable already; None where no move
+    does it.
+
+    With ``L > 0``, ``MM / E >= L`` (E > 0) and ``E <= 0`` are together the set
+    where ``E - MM / L <= 0`` (MM >= 0), which stays piecewise linear in the move.
+    (An account already at or below that is at distance 0, whatever it holds.)"""
+    inv = 1.0 / liquidatable
 
     def f(x: float) -> float:
         e = fixed_equity + moving_collateral * (1.0 + x)
@@ -84,36 +85,66 @@ def distance_to_liquidation(
             m = leg.mark * (1.0 + x)
             e += leg.qty * (m - leg.entry)
             mm += maintenance(abs(leg.qty) * m, leg.brackets)
-        return e - mm
+        return e - mm * inv
+
+    def slope(x: float) -> float:
+        # df/dx on a segment where no position crosses a floor (brackets as at x):
+        # exact, where differencing f over a step loses the digits f and its
+        # change share (a small debt against a large equity: a slope 1e-9 of f)
+        d = moving_collateral
+        for leg in legs:
+            b = _bracket(abs(leg.qty) * leg.mark * (1.0 + x), leg.brackets)
+            d += leg.qty * leg.mark - abs(leg.qty) * leg.mark * b.mmr * inv
+        return d
 
     f0 = f(0.0)
     if f0 <= 0.0:
         return 0.0, 0.0
+    # A floor that a (vanishingly small) position would reach only by a move that
+    # takes some mark beyond the float range is no kink: the gap is not defined there.
+    top = max((leg.mark for leg in legs), default=1.0)
     kinks: list[float] = []
     for leg in legs:
         n0 = abs(leg.qty) * leg.mark
         if n0 > 0.0:
-            kinks.extend(b.floor / n0 - 1.0 for b in leg.brackets[1:])
+            for b in leg.brackets[1:]:
+                k = b.floor / n0 - 1.0
+                if math.isfinite(top * (1.0 + k)):
+                    kinks.append(k)
     down_pts = [*sorted((x for x in kinks if -1.0 < x < 0.0), reverse=True), -1.0]
     up_pts = sorted(x for x in kinks if x > 0.0)
-    return _first_root(f, 0.0, f0, down_pts, unbounded=False), _first_root(
-        f, 0.0, f0, up_pts, unbounded=True
-    )
+    return _first_root(f, 0.0, f0, down_pts, None), _first_root(f, 0.0, f0, up_pts, slope)
+
+
+def _bracket(notional: float, brackets: Sequence[Bracket]) -> Bracket:
+    chosen = brackets[0]
+    for b in brackets:
+        if b.floor <= notional:
+            chosen = b
+        else:
+            break
+    return chosen
 
 
 def _first_root(
-    f: Callable[[float], float], x0: float, f0: float, pts: list[float], *, unbounded: bool
+    f: Callable[[float], float],
+    x0: float,
+    f0: float,
+    pts: list[float],
+    slope: Callable[[float], float] | None,
 ) -> float | None:
+    """The first zero of ``f`` from ``x0`` through the kinks ``pts`` (linear between
+    them); past the last one, with ``slope``, where its line reaches zero."""
     xa, fa = x0, f0
     for xb in pts:
         fb = f(xb)
         if fb <= 0.0:
             return xa + (xb - xa) * fa / (fa - fb)
         xa, fa = xb, fb
-    if not unbounded:
+    if slope is None:
         return None
-    xb = xa + 1.0
-    fb = f(xb)
-    if fb >= fa:
+    d = slope(xa + 1.0)
+    if not d < 0.0:
         return None
-    return xa + fa / (fa - fb)
+    x = xa + fa / -d
+    return x if math.isfinite(x) else None

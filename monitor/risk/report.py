@@ -4,7 +4,9 @@ read from the book (used by ``monitor evaluate``, alerts and snapshots of state)
 Contagion attribution: a *culprit* is a losing cross position (and the
 sub-accounts aggregated), ranked by loss; a *victim* is a healthy (uPnL >= 0)
 cross position of an account at or beyond the warning level: what a
-liquidation would force-close although it is not losing.
+liquidation would force-close although it is not losing. ``healthy`` is defined
+for cross positions only (DESIGN.md section 4): an isolated position reports it
+as null, since its own margin, not the account's, decides its fate.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import math
 from typing import Any
 
 from monitor.book.layout import (
+    A_WB,
     MODE_CROSS,
     P_BRACKET,
     P_ENTRY,
@@ -41,7 +44,7 @@ def finite(x: float | None) -> float | None:
 
 def account_report(book: MarginBook, a: int) -> Json:
     params = book.params
-    wb = float(book.acc_f[0, a])
+    wb = float(book.acc_f[A_WB, a])
     upnl = float(book.unrealized_pnl[a])
     mm = float(book.maintenance_margin[a])
     equity = wb + upnl
@@ -81,7 +84,7 @@ def account_report(book: MarginBook, a: int) -> Json:
             "liquidation_price": lp,
             "standalone_liquidation_price": solo,
             "contagion_shift": None if lp is None or solo is None else lp - solo,
-            "healthy": pu >= 0.0,
+            "healthy": pu >= 0.0 if cross else None,
         }
         if not cross:
             iso = float(book.pos_f[P_ISO_MARGIN, p])
@@ -152,7 +155,7 @@ def distances(book: MarginBook, a: int, slots: list[int]) -> dict[str, Json]:
     cross = [p for p in slots if int(book.pos_i[P_MODE, p]) == MODE_CROSS]
     if not cross:
         return {}
-    wb = float(book.acc_f[0, a])
+    wb = float(book.acc_f[A_WB, a])
     upnl = float(book.unrealized_pnl[a])
     mm = float(book.maintenance_margin[a])
     coll_by_u: dict[int, float] = {}
@@ -184,6 +187,8 @@ def distances(book: MarginBook, a: int, slots: list[int]) -> dict[str, Json]:
             fixed_upnl -= float(book.pos_f[P_UPNL, p])
             fixed_mm -= float(book.pos_f[P_MM, p])
         coll = coll_by_u.get(u, 0.0)
-        down, up = distance_to_liquidation(wb - coll + fixed_upnl, fixed_mm, coll, legs)
+        down, up = distance_to_liquidation(
+            wb - coll + fixed_upnl, fixed_mm, coll, legs, book.thresholds.liquidatable
+        )
         out[params.underlyings[u]] = {"down": down, "up": up}
     return out

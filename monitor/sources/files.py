@@ -20,6 +20,7 @@ import gzip
 import heapq
 import io
 import math
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -156,7 +157,8 @@ def _numbered(fh: io.BufferedIOBase, name: str) -> Iterator[tuple[int, bytes]]:
         with fh:
             for n, line in enumerate(fh, start=1):
                 yield n, line.rstrip(b"\r\n")
-    except (OSError, EOFError, zstandard.ZstdError) as exc:
+    except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
+        # gzip reports a corrupt deflate stream as zlib.error (not an OSError)
         raise InputError(f"{name}: corrupt or truncated after line {n}: {exc}") from exc
 
 

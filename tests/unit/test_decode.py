@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 
 from monitor.book import MarginBook
-from monitor.events import BalanceEvent, Decoder, PositionEvent, Rejection, RejectReason, Tick
+from monitor.book.layout import P_ENTRY, P_QTY
+from monitor.events import (
+    BalanceEvent,
+    Decoder,
+    Event,
+    PositionEvent,
+    Rejection,
+    RejectReason,
+    Tick,
+)
+from monitor.events.schema import MAX_TS_MS
 from monitor.instruments import RiskParams
 
 POS = (
@@ -55,6 +65,23 @@ def test_prices_topic_accepts_ticks_without_a_type(decoder: Decoder) -> None:
         (b'{"type":"tick","symbol":"BTC-PERP","price":1,"ts":1.5}', RejectReason.BAD_TYPE, "$.ts"),
         (b"[1,2]", RejectReason.BAD_TYPE, "object"),
         (b'{"type":"tick","symbol":"BTC-PERP","price":1,"ts":-1}', RejectReason.BAD_VALUE, "$.ts"),
+        # beyond 18 digits, beyond int64 and uint64: never an overflow
+        (
+            b'{"type":"tick","symbol":"BTC-PERP","price":1,"ts":1000000000000000000}',
+            RejectReason.BAD_VALUE,
+            "ts must be epoch milliseconds",
+        ),
+        (
+            b'{"type":"tick","symbol":"BTC-PERP","price":1,"ts":9223372036854775808}',
+            RejectReason.BAD_VALUE,
+            "$.ts",
+        ),
+        (POS.replace(b"1700000000200", b"18446744073709551616"), RejectReason.BAD_VALUE, "$.ts"),
+        (
+            b'{"type":"balance","account":"A","asset":"USDT","amount":1,"ts":99999999999999999999999}',
+            RejectReason.BAD_VALUE,
+            "$.ts",
+        ),
         (
             POS.replace(b'"cross"', b'"portfolio"'),
             RejectReason.BAD_VALUE,
@@ -115,3 +142,74 @@ def test_stale_events_are_rejected_by_the_book(small_params: RiskParams) -> None
     r = book.apply(BalanceEvent("A", "USDT", 6.0, 8))
     assert isinstance(r, Rejection) and r.reason is RejectReason.STALE and "USDT" in r.detail
     assert book.wallet_balance[0] == 5.0
+
+
+@pytest.mark.parametrize("conflate", [None, True, False])
+def test_stale_positions_are_rejected_against_the_position_and_its_close(
+    small_params: RiskParams, conflate: bool | None
+) -> None:
+    """A position older than the one held, or than the close that ended it, is stale."""
+    book = MarginBook(small_params)
+    events: list[Event] = [
+        PositionEvent("A", "ETH-PERP", 2.0, 10.0, 5),
+        PositionEvent("A", "ETH-PERP", 3.0, 11.0, 4),  # older than the position held
+        PositionEvent("A", "ETH-PERP", 0.0, 0.0, 7),  # close
+        PositionEvent("A", "ETH-PERP", 1.0, 12.0, 6),  # older than the close
+        PositionEvent("A", "ETH-PERP", 4.0, 13.0, 7),  # as new as the close: accepted
+    ]
+    if conflate is None:
+        out = [(i, r) for i, ev in enumerate(events) if (r := book.apply(ev)) is not None]
+    else:
+        out = book.apply_batch(events, conflate=conflate)
+    assert [i for i, _ in out] == [1, 3]
+    for _, r in out:
+        assert r.reason is RejectReason.STALE
+        assert "position" in r.detail and "ETH-PERP" in r.detail and "account A" in r.detail
+    (slot,) = book.positions_of(0)
+    assert (book.pos_f[P_QTY, slot], book.pos_f[P_ENTRY, slot]) == (4.0, 13.0)
+
+
+OUT_OF_RANGE = [2**64, 2**63, 2**63 - 1, MAX_TS_MS + 1, -1]
+
+
+def _events_at(ts: int) -> list[Event]:
+    return [
+        Tick("BTC-PERP", 11.0, ts),
+        PositionEvent("A", "BTC-PERP", 2.0, 10.0, ts),
+        BalanceEvent("A", "USDT", 7.0, ts),
+    ]
+
+
+def _assert_untouched(book: MarginBook) -> None:
+    assert book.sym_price[0] == 10.0 and int(book.sym_ts[0]) == 1
+    assert book.wallet_balance[0] == 5.0
+    slot = book.slot_of("A")
+    assert slot is not None and book.positions_of(slot) == []
+
+
+@pytest.mark.parametrize("ts", OUT_OF_RANGE)
+def test_an_out_of_range_ts_is_a_bad_value_one_event_at_a_time(
+    small_params: RiskParams, ts: int
+) -> None:
+    """Events built in code skip the decoder: the book bounds ts itself."""
+    book = MarginBook(small_params)
+    assert book.apply_batch([Tick("BTC-PERP", 10.0, 1), BalanceEvent("A", "USDT", 5.0, 1)]) == []
+    for ev in _events_at(ts):
+        r = book.apply(ev)
+        assert isinstance(r, Rejection) and r.reason is RejectReason.BAD_VALUE, ev
+        assert "ts must be epoch milliseconds" in r.detail and str(ts) in r.detail
+    _assert_untouched(book)
+
+
+@pytest.mark.parametrize("ts", OUT_OF_RANGE)
+@pytest.mark.parametrize("conflate", [True, False])
+def test_an_out_of_range_ts_is_a_bad_value_in_a_batch(
+    small_params: RiskParams, ts: int, conflate: bool
+) -> None:
+    book = MarginBook(small_params)
+    book.apply_batch([Tick("BTC-PERP", 10.0, 1), BalanceEvent("A", "USDT", 5.0, 1)])
+    rejected = book.apply_batch([*_events_at(ts), Tick("ETH-PERP", 3.0, 2)], conflate=conflate)
+    assert [i for i, _ in rejected] == [0, 1, 2]
+    assert all(r.reason is RejectReason.BAD_VALUE and "ts" in r.detail for _, r in rejected)
+    _assert_untouched(book)
+    assert book.sym_price[1] == 3.0  # the good event of the batch still applied

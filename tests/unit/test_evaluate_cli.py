@@ -103,3 +103,55 @@ def test_infinite_margin_ratio_is_null_and_liquidatable(tmp_path: Path) -> None:
     assert acct["equity"] == pytest.approx(-100.0)
     assert acct["margin_ratio"] is None
     assert acct["status"] == "liquidatable"
+
+
+def _damaged(kind: str) -> bytes:
+    """A compressed copy of many events, cut short or garbled inside the stream (zstd
+    written with a content checksum, as the zstd tool does by default)."""
+    line = b'{"type":"tick","symbol":"BTC-PERP","price":%d.5,"ts":%d}\n'
+    body = b"".join(line % (60000 + i, 1700000000000 + i) for i in range(3000))
+    if kind.endswith("gz"):
+        data = gzip.compress(body)
+    else:
+        data = zstandard.ZstdCompressor(write_checksum=True).compress(body)
+    if kind.startswith("truncated"):
+        return data[: len(data) // 2]
+    garbled = bytearray(data)
+    for i in range(30, 60):
+        garbled[i] ^= 0xFF
+    return bytes(garbled)
+
+
+@pytest.mark.parametrize("kind", ["truncated-gz", "corrupt-gz", "truncated-zst", "corrupt-zst"])
+def test_a_damaged_compressed_file_exits_2_with_one_line_naming_it(
+    tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / f"{kind}.jsonl.{kind.split('-')[1]}"
+    path.write_bytes(_damaged(kind))
+    out = evaluate(str(path))
+    err = out.stderr.decode()
+    assert out.returncode == 2, err
+    assert err.count("\n") == 1 and path.name in err and "corrupt or truncated" in err
+    assert "Traceback" not in err
+
+
+def test_an_out_of_range_ts_is_reported_as_a_bad_value_naming_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(
+        b'{"type":"balance","account":"C","asset":"USDT","amount":100,"ts":1}\n'
+        b'{"type":"tick","symbol":"ETH-PERP","price":2800,"ts":18446744073709551616}\n'
+        b'{"type":"position","account":"C","symbol":"ETH-PERP","qty":1,"entry_price":3000,'
+        b'"ts":9223372036854775808}\n'
+        b'{"type":"balance","account":"C","asset":"USDT","amount":5,"ts":1000000000000000000}\n'
+    )
+    out = evaluate(str(path))
+    assert out.returncode == 0, out.stderr
+    doc = orjson.loads(out.stdout)
+    assert [(r["line"], r["reason"]) for r in doc["rejected"]] == [
+        (2, "bad_value"),
+        (3, "bad_value"),
+        (4, "bad_value"),
+    ]
+    assert all("$.ts" in r["detail"] for r in doc["rejected"])
+    (acct,) = doc["accounts"]
+    assert acct["wallet_balance"] == 100.0 and acct["positions"] == []

@@ -103,6 +103,16 @@ def test_a_truncated_gzip_raises_input_error_naming_the_file_and_last_good_line(
         list(read_lines(path))
 
 
+def test_a_corrupt_gzip_body_raises_input_error_not_a_zlib_error(tmp_path: Path) -> None:
+    data = bytearray(gzip.compress((TICK_1 + b"\n") * 2000))
+    for i in range(30, 60):  # garble the deflate stream just after the header
+        data[i] ^= 0xFF
+    path = tmp_path / "bad.jsonl.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"bad\.jsonl\.gz: corrupt or truncated after line \d+"):
+        list(read_lines(path))
+
+
 def test_a_truncated_zstd_file_raises_input_error_instead_of_ending_quietly(
     tmp_path: Path,
 ) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from monitor.errors import ConfigError
 from monitor.instruments import load_instruments
+from monitor.instruments.model import derive_brackets
 
 GOOD = """
 [assets.USDT]
@@ -48,7 +49,23 @@ def test_a_good_file_derives_maintenance_amounts(tmp_path: Path) -> None:
     params = load_instruments(write(tmp_path, GOOD))
     cums = [b.cum for b in params.instrument("BTC-PERP").brackets]
     # 50000*(0.005-0.004)=50; 50 + 250000*(0.01-0.005)=1300; 1300 + 1e6*(0.025-0.01)=16300
-    assert cums == pytest.approx([0.0, 50.0, 1300.0, 16300.0])
+    assert cums == [0.0, 50.0, 1300.0, 16300.0]  # exact, not approximately
+
+
+@pytest.mark.parametrize(
+    ("pairs", "cums"),
+    [
+        # in binary floating point: 24.999999999999996, 49.99999999999999, 1299.9999999999998
+        ([(0, 0.01), (5000, 0.015)], [0.0, 25.0]),
+        ([(0, 0.004), (50000, 0.005)], [0.0, 50.0]),
+        ([(0, 0.004), (50000, 0.005), (250000, 0.01)], [0.0, 50.0, 1300.0]),
+        ([(0, 0.0065), (10000.5, 0.0133)], [0.0, 68.0034]),
+    ],
+)
+def test_maintenance_amounts_are_exact_in_the_decimals_configured(
+    pairs: list[tuple[float, float]], cums: list[float]
+) -> None:
+    assert [b.cum for b in derive_brackets(pairs)] == cums
 
 
 @pytest.mark.parametrize(

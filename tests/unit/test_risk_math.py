@@ -14,7 +14,7 @@ from monitor.book import MarginBook
 from monitor.events import BalanceEvent, PositionEvent, Tick
 from monitor.instruments import RiskParams
 from monitor.instruments.model import derive_brackets
-from monitor.risk.levels import Status
+from monitor.risk.levels import Status, Thresholds
 from monitor.risk.liquidation import MovingLeg, distance_to_liquidation, liquidation_price
 from monitor.risk.report import account_report
 
@@ -96,6 +96,7 @@ def test_isolated_position_is_its_own_unit(small_params: RiskParams) -> None:
     book.apply(pos("A", "ETH-PERP", 1.0, 100.0, margin_mode="isolated", isolated_margin=10.0))
     book.apply(Tick("ETH-PERP", 92.0, 2))
     r = account_report(book, 0)
+    assert r["positions"][0]["healthy"] is None  # defined for cross positions only
     # the cross part does not see the isolated position
     assert r["unrealized_pnl"] == 0.0
     assert r["maintenance_margin"] == 0.0
@@ -207,6 +208,54 @@ def test_distance_to_liquidation_across_a_bracket_kink() -> None:
     down, up = distance_to_liquidation(100.0, 0.0, 0.0, [MovingLeg(-10.0, 100.0, 100.0, b)])
     assert up == pytest.approx(90 / 1020)
     assert down is None
+
+
+def test_distance_to_liquidation_uses_the_configured_liquidatable_threshold() -> None:
+    b = derive_brackets([(0, 0.01)])
+    # long 1 @ 100 at mark 100, fixed equity 10: E(x) = 10 + 100x, MM(x) = 1 + x.
+    # MR >= 1: 10 + 100x = 1 + x -> x = -9/99; MR >= 0.5: 10 + 100x = 2(1 + x) -> -8/98
+    leg = [MovingLeg(1.0, 100.0, 100.0, b)]
+    assert distance_to_liquidation(10.0, 0.0, 0.0, leg)[0] == pytest.approx(-9 / 99)
+    down, _ = distance_to_liquidation(10.0, 0.0, 0.0, leg, 0.5)
+    assert down == pytest.approx(-8 / 98)
+    assert (1 + down) / (10 + 100 * down) == pytest.approx(0.5)  # MR at the root
+
+
+def test_an_account_liquidatable_already_is_at_distance_zero_whatever_it_holds() -> None:
+    # nothing on this underlying moves it, but equity is below zero now
+    assert distance_to_liquidation(-1.0, 0.0, 0.0, []) == (0.0, 0.0)
+    # nothing moves and it is healthy: no move of this underlying liquidates it
+    assert distance_to_liquidation(10.0, 1.0, 0.0, []) == (None, None)
+
+
+def test_past_the_last_floor_the_distance_uses_the_exact_slope() -> None:
+    """A small debt in an asset against a large equity: the gap changes by 1e-9 of
+    itself per unit move, which differencing the gap would get wrong by ~1e-7."""
+    debt = -3.8e-8
+    up = distance_to_liquidation(33.0, 1.5625e-4, debt, [])[1]
+    # 33 + debt (1 + x) - 1.5625e-4 = 0
+    assert up == pytest.approx((33.0 - 1.5625e-4) / -debt - 1.0, rel=1e-12)
+
+
+def test_a_vanishing_position_has_no_distance_rather_than_a_nan() -> None:
+    """Its floors lie beyond any move a float can express: no kinks, no root."""
+    b = derive_brackets([(0, 0.01), (1000, 0.02)])
+    leg = [MovingLeg(1.58e-306, 4.0, 4.0, b)]
+    assert distance_to_liquidation(1.0, 0.0, 0.0, leg) == (None, None)
+
+
+def test_the_report_measures_distance_to_the_configured_threshold(
+    small_params: RiskParams,
+) -> None:
+    book = MarginBook(small_params, Thresholds(0.3, 0.4, 0.5))
+    book.apply(BalanceEvent("A", "USDT", 10.0, 1))
+    book.apply(pos("A", "SOL-PERP", 1.0, 100.0))  # E = 10, MM = 5% of 100(1+x)
+    down = account_report(book, 0)["distance_to_liquidation"]["SOL"]["down"]
+    # 10 + 100x = 2 * 5(1 + x) -> x = 0 / 90: already at MR 0.5
+    assert down == 0.0
+    book.apply(BalanceEvent("A", "USDT", 20.0, 2))  # 20 + 100x = 10(1 + x) -> x = -1/9
+    down = account_report(book, 0)["distance_to_liquidation"]["SOL"]["down"]
+    assert down == pytest.approx(-1 / 9)
 
 
 def test_an_open_position_on_no_equity_is_liquidatable_however_small(
