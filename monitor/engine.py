@@ -276,10 +276,10 @@ class Engine:
         for i, ev in enumerate(events):
             if i in rejected:
                 continue
-            if type(ev) is Tick:
+            if isinstance(ev, Tick):
                 moved[sid[ev.symbol]] = True
-            elif accounts.get(ev.account, -1) < ev.ts:  # type: ignore[union-attr]
-                accounts[ev.account] = ev.ts  # type: ignore[union-attr]
+            elif accounts.get(ev.account, -1) < ev.ts:
+                accounts[ev.account] = ev.ts
         base = len(events)
         for j, t in enumerate(ticks):
             if base + j not in rejected:
