@@ -162,6 +162,7 @@ class AlertEngine:
         # between triggers of one time go to the later name)
         self._rules = _rules(config)
         self._rank = _EMPTY
+        K.warm_up()  # the compiled passes loaded now, not at the first alert of a crash
 
     # ------------------------------------------------------------ evaluation
     def evaluate(

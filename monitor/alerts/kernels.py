@@ -33,6 +33,10 @@ from monitor.book.layout import (
     A_UPNL,
     A_WB,
     MODE_CROSS,
+    N_AF,
+    N_AI,
+    N_PF,
+    N_PI,
     P_ACCT,
     P_ENTRY,
     P_ISO_MARGIN,
@@ -401,6 +405,22 @@ def cross_positions(
     return ints, floats
 
 
+def warm_up() -> None:
+    """Load (or compile, on a first run) every kernel now, with the argument types
+    of the engine's calls, rather than at the first alert of a crash."""
+    acc_f, acc_i = np.zeros((N_AF, 1)), np.full((N_AI, 1), -1, dtype=np.int64)
+    pos_f, pos_i = np.zeros((N_PF, 1)), np.full((N_PI, 1), -1, dtype=np.int32)
+    slots, price = np.zeros(1, dtype=np.int64), np.zeros(1)
+    bal, ts2 = np.zeros((1, 1)), np.zeros((1, 1), dtype=np.int64)
+    lvl, act = np.zeros(1, dtype=np.int8), np.zeros((2, 1), dtype=np.uint8)
+    cross_pass(slots, lvl, act, acc_f, acc_i, pos_f, pos_i, price, 0, 1, np.zeros(N_RULES))
+    exposure(slots, acc_i, pos_f, pos_i, price, 0, 1, 0.0)
+    newest_ticks(slots, acc_i, pos_i, bal, slots, slots, slots)
+    account_ts(0, acc_i, pos_i, slots, ts2)
+    isolated_units(slots, acc_i, pos_f, pos_i, 0.8)
+    cross_positions(0, acc_i, pos_f, pos_i, price)
+
+
 __all__ = [
     "NO_TS",
     "N_RULES",
@@ -411,4 +431,5 @@ __all__ = [
     "exposure",
     "isolated_units",
     "newest_ticks",
+    "warm_up",
 ]
