@@ -17,13 +17,19 @@ old transitions as fresh alerts.
 
 Trigger and event time of an alert are per account, never per batch: the
 engine accumulates the :class:`Causes` of the batches applied since the last
-evaluation (the newest price of every symbol that ticked, the newest event
-time of every account that had an account event) and the alert engine picks,
+evaluation (the newest price of every symbol that had a tick accepted, the
+newest accepted event time of every account that had an account event) and
+the alert engine picks,
 for each unit, the newest tick among the symbols the unit holds (cross
 positions and tick-priced collateral of the cross part; the position's symbol
 for an isolated one) as its trigger; ``ts`` is the newer of that tick and the
 account's own events. So an alert's id depends on the input that concerns the
 account, not on which unrelated symbols shared its batch.
+
+A driver that applies ticks to the book itself (replay's compiled runs of
+ticks) says so with :meth:`Engine.note_ticks` and then calls
+:meth:`Engine.evaluate` where :meth:`Engine.apply` would have evaluated: the
+alert engine sees the same causes either way, so both give the same alerts.
 
 Publishing: sinks that only enqueue (``durable = False``: MQTT) get the alerts
 first, so a burst is on its way to subscribers while the durable sinks (Kafka,
@@ -60,9 +66,9 @@ I64 = npt.NDArray[np.int64]
 class Causes:
     """What the transitions of one evaluation can be blamed on, accumulated over
     the batches applied since the previous one: the newest tick of every symbol
-    that moved (by symbol id) and the newest event time of every account that
-    had an account event (by account id). Bounded by the numbers of symbols and
-    accounts, however long a catch-up."""
+    that had a tick accepted (by symbol id) and the newest accepted event time
+    of every account that had an account event (by account id). Bounded by the
+    numbers of symbols and accounts, however long a catch-up."""
 
     ticks: dict[int, Tick] = field(default_factory=dict)
     accounts: dict[str, int] = field(default_factory=dict)
@@ -139,7 +145,11 @@ class Engine:
         self.metrics = metrics
         self._book = book if book is not None else MarginBook(params, self.thresholds)
         self.live = live
-        self._causes = Causes()
+        # causes since the last evaluation: the symbols that had a tick accepted
+        # (their newest tick is the book's price and time, read when taken) and
+        # the newest accepted event time per account
+        self._moved = np.zeros(len(params.symbols), dtype=np.bool_)
+        self._accounts: dict[str, int] = {}
 
     # ------------------------------------------------------------ state
     @property
@@ -167,8 +177,6 @@ class Engine:
         t0 = time.perf_counter()
         book = self._book
         out = Applied(events=len(events), ticks=len(ticks))
-        tracking = self.alerts is not None
-        sym_ts = book.sym_ts.copy() if tracking else None
         if events:
             out.rejections = book.apply_batch(events, conflate=True)
         if ticks:
@@ -178,12 +186,10 @@ class Engine:
                 r = book.apply_tick(sid[t.symbol], t.price, t.ts)
                 if r is not None:
                     out.rejections.append((base + j, r))
-        if sym_ts is not None:
-            self._note_causes(events, out.rejections, sym_ts)
-        if evaluate and self.live and self.alerts is not None:
-            slots = book.drain_dirty()
-            if slots.size:
-                out.alerts = self.alerts.evaluate(book, slots, causes=self._take_causes())
+        if self.alerts is not None:
+            self._note_causes(events, ticks, out.rejections)
+        if evaluate:
+            out.alerts = self.evaluate()
         out.seconds = time.perf_counter() - t0
         m = self.metrics
         if m is not None:
@@ -209,6 +215,25 @@ class Engine:
         if out.alerts:
             await self.publish(out.alerts)
         return out
+
+    def note_ticks(self, symbols: npt.NDArray[np.integer[Any]] | Sequence[int]) -> None:
+        """Ticks of ``symbols`` (ids, repeats allowed) were applied to the book
+        without :meth:`apply` (replay's compiled runs): they are causes of the next
+        evaluation, as if applied through it. Only accepted ticks belong here."""
+        if self.alerts is not None:
+            self._moved[symbols] = True
+
+    def evaluate(self) -> list[Any]:
+        """Evaluate the accounts the book marked dirty, blamed on the causes noted
+        since the last evaluation, when live (catching up, the marks wait for
+        :meth:`go_live`): what :meth:`apply` does after a batch."""
+        if not self.live or self.alerts is None:
+            return []
+        book = self._book
+        slots = book.drain_dirty()
+        if not slots.size:
+            return []
+        return self.alerts.evaluate(book, slots, causes=self._take_causes())
 
     def go_live(self) -> list[Any]:
         """Start alerting: evaluate every account that is dirty or not healthy, so the
@@ -236,29 +261,42 @@ class Engine:
 
     # ------------------------------------------------------------ causes
     def _note_causes(
-        self, events: Sequence[Event], rejections: list[tuple[int, Rejection]], sym_ts: I64
+        self,
+        events: Sequence[Event],
+        ticks: Sequence[Tick],
+        rejections: list[tuple[int, Rejection]],
     ) -> None:
-        """Remember what this batch changed: the symbols whose price moved (the book
-        holds their newest tick, conflation and stale ticks already sorted out) and
-        the newest accepted event time of each account."""
-        book = self._book
-        ticks = self._causes.ticks
-        symbols = self.params.symbols
-        for s in np.flatnonzero(book.sym_ts != sym_ts).tolist():
-            ticks[s] = Tick(symbols[s], float(book.sym_price[s]), int(book.sym_ts[s]))
-        if not events:
-            return
+        """Remember what a batch changed: the symbols that had a tick accepted and
+        the newest accepted event time of each account (rejections are indexed
+        over ``events`` then ``ticks``)."""
         rejected = {i for i, _ in rejections} if rejections else ()
-        accounts = self._causes.accounts
+        sid = self.params.symbol_id
+        moved = self._moved
+        accounts = self._accounts
         for i, ev in enumerate(events):
-            if isinstance(ev, Tick) or i in rejected:
+            if i in rejected:
                 continue
-            if accounts.get(ev.account, -1) < ev.ts:
+            if isinstance(ev, Tick):
+                moved[sid[ev.symbol]] = True
+            elif accounts.get(ev.account, -1) < ev.ts:
                 accounts[ev.account] = ev.ts
+        base = len(events)
+        for j, t in enumerate(ticks):
+            if base + j not in rejected:
+                moved[sid[t.symbol]] = True
 
     def _take_causes(self) -> Causes:
-        causes, self._causes = self._causes, Causes()
-        return causes
+        """The causes noted since the last evaluation (and forget them). A symbol's
+        newest accepted tick is what the book holds for it."""
+        book = self._book
+        symbols = self.params.symbols
+        ticks = {
+            s: Tick(symbols[s], float(book.sym_price[s]), int(book.sym_ts[s]))
+            for s in np.flatnonzero(self._moved).tolist()
+        }
+        self._moved[:] = False
+        accounts, self._accounts = self._accounts, {}
+        return Causes(ticks, accounts)
 
     # ------------------------------------------------------------ sinks
     async def start(self) -> None:

@@ -14,9 +14,12 @@ hysteresis: :mod:`monitor.alerts.contagion`), and
 time). ``cascade`` alerts are built by the market-level code and pass through
 :meth:`AlertEngine.admit`.
 
-The cross part is handled with array operations over the dirty slots; only
-units whose alerts change are visited one by one, so a calm tick costs a few
-vector operations and a crash costs one visit per account that moved.
+The cross part is handled by one compiled pass over the dirty slots
+(:mod:`monitor.alerts.kernels`: levels, contagion exposure, which accounts'
+alerts change), the isolated positions of those accounts by another; only
+units whose alerts change (or that flood control holds back) are visited one
+by one in Python, with the figures the passes read, so a calm tick costs a
+few compiled calls and a crash one visit per unit that moved.
 
 Times: ``ts`` of an alert is event time, ``emitted_at`` the injected clock's
 processing time; flood control and staleness run on the clock. The trigger
@@ -39,25 +42,18 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from monitor.alerts import kernels as K
 from monitor.alerts import state as wire_state
-from monitor.alerts.attribution import (
-    attribute,
-    cross_exposure,
-    cross_ratios,
-    isolated_culprits,
-    isolated_figures,
-)
+from monitor.alerts.attribution import attribute
 from monitor.alerts.config import AlertsConfig
-from monitor.alerts.contagion import contagion_holds
 from monitor.alerts.flood import Cause, FloodControl
 from monitor.alerts.fsm import (
     LABELS,
     Change,
     Hysteresis,
-    advance,
-    advance_many,
     bit,
     reconcile,
+    stepper,
     top,
 )
 from monitor.alerts.metrics import AlertMetrics
@@ -76,17 +72,7 @@ from monitor.alerts.model import (
 )
 from monitor.alerts.state import VERSION as STATE_VERSION
 from monitor.alerts.state import check_version, flood_from, flood_json
-from monitor.book.layout import (
-    A_MM,
-    A_NISO,
-    A_STATUS,
-    A_UPNL,
-    A_WB,
-    MODE_CROSS,
-    P_MODE,
-    P_STATUS,
-    P_SYM,
-)
+from monitor.book.layout import A_MM, A_NISO, A_UPNL, A_WB, M_HWM
 from monitor.book.store import MarginBook
 from monitor.clock import Clock
 from monitor.engine import Causes
@@ -97,14 +83,31 @@ from monitor.risk.levels import Status
 I64 = npt.NDArray[np.int64]
 log = structlog.get_logger("monitor.alerts")
 
-_TOP = np.array([top(m) for m in range(8)], dtype=np.int8)
+_TOPS = tuple(top(m) for m in range(8))
 _EMPTY = np.zeros(0, dtype=np.int64)
+_SMALL = 256  # up to this many candidates a Python set beats np.unique
 _MARGIN, _CONTAGION = 0, 1
 _CROSS_KINDS: tuple[tuple[int, Kind], ...] = ((_MARGIN, "margin"), (_CONTAGION, "contagion"))
 _NO_CAUSES = Causes()
 
 # (change, highest active severity before it, its cause)
 Emitted = list[tuple[Change, int, Cause]]
+
+
+def _rules(cfg: AlertsConfig) -> npt.NDArray[np.float64]:
+    """The level and contagion rules as :func:`~monitor.alerts.kernels.cross_pass`
+    takes them (the scaled amounts computed as
+    :func:`~monitor.alerts.contagion.contagion_holds` computes them)."""
+    amount, share = cfg.contagion_min_notional, cfg.contagion_min_share
+    stay = 1.0 - cfg.contagion_hysteresis
+    out = np.zeros(K.N_RULES)
+    out[K.R_ENTER : K.R_ENTER + 3] = (cfg.warning_ratio, cfg.critical_ratio, cfg.liquidatable_ratio)
+    out[K.R_HYST] = cfg.hysteresis
+    out[K.R_BAND] = cfg.contagion_upnl_band
+    out[K.R_ANY] = float(amount <= 0.0 and share <= 0.0)
+    out[K.R_AMOUNT : K.R_AMOUNT + 3] = (float(amount > 0.0), 1.0 * amount, stay * amount)
+    out[K.R_SHARE : K.R_SHARE + 3] = (float(share > 0.0), 1.0 * share, stay * share)
+    return out
 
 
 class AlertEngine:
@@ -122,6 +125,7 @@ class AlertEngine:
             (config.warning_ratio, config.critical_ratio, config.liquidatable_ratio),
             config.hysteresis,
         )
+        self._step = stepper(self._hyst)
         self._flood = FloodControl(round(config.min_interval_s * 1000))
         self._stale_ms = round(config.stale_price_s * 1000)
         self._metrics = AlertMetrics(registry)
@@ -148,10 +152,17 @@ class AlertEngine:
         self._book: MarginBook | None = None
         self._ids: list[str] = []  # account ids of that book, by slot
         self.suppressed: dict[str, int] = {}
-        # the evaluation in progress: its causes, and the causes of the deferred
-        # firings it revisits, by (account slot, unit)
+        # the evaluation in progress: its causes (and their tick times by symbol id,
+        # for the compiled pass, made when first needed), and the causes of the
+        # deferred firings it revisits, by (account slot, unit)
         self._causes = _NO_CAUSES
+        self._tick_ts: I64 | None = None
         self._due: dict[tuple[int, str], Cause] = {}
+        # the rules of the compiled cross pass, and symbol ids by name order (ties
+        # between triggers of one time go to the later name)
+        self._rules = _rules(config)
+        self._rank = _EMPTY
+        K.warm_up()  # the compiled passes loaded now, not at the first alert of a crash
 
     # ------------------------------------------------------------ evaluation
     def evaluate(
@@ -185,18 +196,21 @@ class AlertEngine:
         try:
             cand = np.asarray(slots, dtype=np.int64)
             if extra:
-                more = np.fromiter(extra, np.int64, len(extra))
-                cand = np.unique(np.concatenate((cand, more)))
+                if cand.shape[0] + len(extra) <= _SMALL:  # sorted, unique: the same either way
+                    cand = np.array(sorted(extra.union(cand.tolist())), dtype=np.int64)
+                else:
+                    more = np.fromiter(extra, np.int64, len(extra))
+                    cand = np.unique(np.concatenate((cand, more)))
             if cand.shape[0]:
                 self._cross(book, cand, now, out)
                 iso = cand[(book.acc_i[A_NISO, cand] > 0) | self._has_iso[cand]]
-                for a in iso.tolist():
-                    if self._isolated(book, a, now, out):
-                        self._held.add(a)
+                if iso.shape[0]:
+                    self._isolated_pass(book, iso, now, out)
             if self._stale:
                 self._stale_pass(book, now, list(self._stale), out)
         finally:
             self._causes = _NO_CAUSES
+            self._tick_ts = None
             self._due.clear()
         self._finish(out)
         return out
@@ -465,86 +479,108 @@ class AlertEngine:
 
     # ------------------------------------------------------------ cross part
     def _cross(self, book: MarginBook, cand: I64, now: int, out: list[Alert]) -> None:
-        cfg = self.config
-        mr = cross_ratios(book, cand)
-        new = advance_many(self._lvl[cand], mr, self._hyst)
-        self._lvl[cand] = new
-        lc = np.zeros_like(new)
-        at = np.flatnonzero(new >= Status.WARNING)
-        if at.shape[0]:
-            healthy, near, total = cross_exposure(book, cand[at], cfg.contagion_upnl_band)
-            firing = self._act[_CONTAGION, cand[at]] != 0
-            ok = contagion_holds(healthy, near, total, firing, cfg)
-            lc[at] = np.where(ok, new[at], 0)
-        am = self._act[_MARGIN, cand]
-        ac = self._act[_CONTAGION, cand]
-        need = np.flatnonzero((_TOP[am] != new) | (_TOP[ac] != lc))
-        band = new > book.acc_i[A_STATUS, cand]
+        mr, new, lc, need, band = K.cross_pass(
+            cand, self._lvl, self._act, book.acc_f, book.acc_i, book.pos_f, book.pos_i,
+            book.sym_price, int(book.meta[M_HWM]), book.n_accounts, self._rules,
+        )  # fmt: skip
         if band.any() or self._held:
             self._held.difference_update(cand[~band].tolist())
             self._held.update(cand[band].tolist())
-        for j in need.tolist():
-            a = int(cand[j])
-            levels = (int(new[j]), int(lc[j]))
-            account = book.account_ids[a]
-            eq = float(book.acc_f[A_WB, a] + book.acc_f[A_UPNL, a])
-            mm = float(book.acc_f[A_MM, a])
-            ratio = float(mr[j])
+        if not need.shape[0]:
+            return
+        slots = cand[need]
+        triggers = self._newest_ticks(book, slots)
+        act = self._act
+        actives = act[:, slots].tolist()
+        levels = (new[need].tolist(), lc[need].tolist())
+        ids = book.account_ids
+        for i, (j, a, best) in enumerate(zip(need.tolist(), slots.tolist(), triggers, strict=True)):
+            cause = self._cause(book, a, "cross", best)
+            figures: tuple[float, float, float] | None = None
             attr: tuple[tuple[Culprit, ...], tuple[Victim, ...], float] | None = None
-            cause = self._cause(book, a, "cross", None)
             for k, kind in _CROSS_KINDS:
-                level = levels[k]
-                active = int(self._act[k, a])
-                if _TOP[active] == level:
+                level = levels[k][i]
+                active = actives[k][i]
+                if _TOPS[active] == level:
                     continue
                 active, emitted = self._settle(
                     ("a", a, kind), "cross", kind, active, level, now, cause
                 )
-                self._act[k, a] = active
-                if emitted and attr is None:
-                    attr = attribute(book, a, levels[0])
+                act[k, a] = active
+                if not emitted:
+                    continue
+                if figures is None:
+                    eq = float(book.acc_f[A_WB, a] + book.acc_f[A_UPNL, a])
+                    figures = (float(mr[j]), eq, float(book.acc_f[A_MM, a]))
+                    attr = attribute(book, a, levels[0][i])
+                assert attr is not None
                 for c, before, (ts, trig) in emitted:
-                    assert attr is not None
                     out.append(
                         self._make(
-                            kind, c, account, "cross", before, level, ts, now, ratio, eq, mm,
-                            trig, *attr,
+                            kind, c, ids[a], "cross", before, level, ts, now, *figures, trig,
+                            *attr,
                         )
                     )  # fmt: skip
 
     # ------------------------------------------------------------ isolated
-    def _isolated(self, book: MarginBook, a: int, now: int, out: list[Alert]) -> bool:
-        """Isolated positions of account ``a``; True if one sits in a hysteresis band."""
-        units: dict[int, int] = {}
-        for p in book.positions_of(a):
-            if book.pos_i[P_MODE, p] != MODE_CROSS:
-                units[int(book.pos_i[P_SYM, p])] = p
+    def _isolated_pass(self, book: MarginBook, iso: I64, now: int, out: list[Alert]) -> None:
+        """The isolated units of the accounts ``iso`` (which hold isolated positions
+        or alert state of some): read in one compiled pass; an account without alert
+        state whose positions all stay healthy has nothing to do and is not visited."""
+        start, ints, floats, rises = K.isolated_units(
+            iso, book.acc_i, book.pos_f, book.pos_i, self._hyst.enter[0]
+        )
+        states = self._iso
+        visit = [
+            (j, a) for j, (a, r) in enumerate(zip(iso.tolist(), rises.tolist(), strict=True))
+            if r or a in states
+        ]  # fmt: skip
+        if not visit:
+            return
+        bounds = start.tolist()
+        figures = (*ints.tolist(), *floats.tolist())
+        for j, a in visit:
+            if self._isolated(book, a, bounds[j], bounds[j + 1], figures, now, out):
+                self._held.add(a)
+
+    def _isolated(
+        self, book: MarginBook, a: int, lo: int, hi: int, figures: tuple[list[Any], ...],
+        now: int, out: list[Alert],
+    ) -> bool:  # fmt: skip
+        """Isolated positions of account ``a`` (rows ``lo:hi`` of ``figures``, see
+        :func:`~monitor.alerts.kernels.isolated_units`); True if one sits in a
+        hysteresis band."""
+        _, sym, raws, subs, ratios, eqs, mms, upnls = figures
+        units = {sym[r]: r for r in range(lo, hi)}
         states = self._iso.get(a)
         if states is None:
             if not units:
                 return False
             states = self._iso[a] = {}
         in_band = False
-        account = book.account_ids[a]
-        for s in sorted(set(units) | set(states)):
+        step = self._step
+        ticks = self._causes.ticks
+        keys = sorted(units) if not states else sorted(units.keys() | states.keys())
+        for s in keys:
             st = states.get(s) or [0, 0]
-            p = units.get(s, -1)
-            culprits: tuple[Culprit, ...] = ()
-            if p < 0:  # closed, or now part of the cross margin
+            r = units.get(s, -1)
+            if r < 0:  # closed, or now part of the cross margin
                 ratio, eq, mm, raw = 0.0, 0.0, 0.0, 0
             else:
-                ratio, eq, mm = isolated_figures(book, p)
-                raw = int(book.pos_i[P_STATUS, p])
-                culprits = isolated_culprits(book, p)
-            level = int(advance(Status(st[0]), ratio, self._hyst))
+                ratio, eq, mm, raw = ratios[r], eqs[r], mms[r], raws[r]
+            level = step(st[0], ratio)
             st[0] = level
             in_band |= level > raw
-            if top(st[1]) != level:
+            if _TOPS[st[1]] != level:
                 symbol = book.params.symbols[s]
                 unit = f"isolated:{symbol}"
-                cause = self._cause(book, a, unit, s)
+                cause = self._cause(book, a, unit, ticks.get(s) if ticks else None)
                 key = ("a", a, "margin")
                 st[1], emitted = self._settle(key, unit, "margin", st[1], level, now, cause)
+                culprits: tuple[Culprit, ...] = ()
+                if r >= 0 and upnls[r] < 0.0:
+                    culprits = (Culprit(symbol, book.sub_labels[subs[r]], upnls[r]),)
+                account = book.account_ids[a]
                 for c, before, (ts, trig) in emitted:
                     out.append(
                         self._make(
@@ -552,7 +588,7 @@ class AlertEngine:
                             trig, culprits, (), 0.0, isolated_symbol=symbol,
                         )
                     )  # fmt: skip
-            if st == [0, 0]:
+            if st[0] == 0 and st[1] == 0:
                 states.pop(s, None)
             else:
                 states[s] = st
@@ -562,19 +598,10 @@ class AlertEngine:
         return in_band
 
     # ------------------------------------------------------------ causes
-    def _cause(self, book: MarginBook, a: int, unit: str, iso_symbol: int | None) -> Cause:
+    def _cause(self, book: MarginBook, a: int, unit: str, best: Tick | None) -> Cause:
         """Event time and trigger of a unit's alerts in this evaluation (see the
-        module docstring)."""
+        module docstring), ``best`` the newest tick among the unit's symbols."""
         causes = self._causes
-        best: Tick | None = None
-        if causes.ticks:
-            symbols = [iso_symbol] if iso_symbol is not None else self._cross_symbols(book, a)
-            for s in symbols:
-                t = causes.ticks.get(s)
-                if t is not None and (
-                    best is None or t.ts > best.ts or (t.ts == best.ts and t.symbol > best.symbol)
-                ):
-                    best = t
         ev = causes.accounts.get(book.account_ids[a]) if causes.accounts else None
         if best is None and ev is None:
             # nothing new: a firing held back keeps the cause it was held back with
@@ -593,28 +620,30 @@ class AlertEngine:
         ts = best.ts if ev is None else max(best.ts, ev)
         return ts, Trigger(best.symbol, best.price, best.ts)
 
-    @staticmethod
-    def _cross_symbols(book: MarginBook, a: int) -> list[int]:
-        """Symbols whose ticks move the cross part of ``a``: its cross positions' and
-        the price symbols of the collateral it holds."""
-        out = [
-            int(book.pos_i[P_SYM, p])
-            for p in book.positions_of(a)
-            if book.pos_i[P_MODE, p] == MODE_CROSS
-        ]
-        price_sym = book.params.asset_price_sym
-        for k in np.flatnonzero(book.bal[:, a] != 0.0).tolist():
-            if price_sym[k] >= 0:
-                out.append(int(price_sym[k]))
-        return out
+    def _newest_ticks(self, book: MarginBook, slots: I64) -> list[Tick | None]:
+        """Per account in ``slots``: the newest tick among the causes that moves its
+        cross part (a tick of one of its cross positions' symbols or of a price of
+        the collateral it holds; ties by symbol name), or None."""
+        ticks = self._causes.ticks
+        if not ticks:
+            return [None] * slots.shape[0]
+        tick_ts = self._tick_ts
+        if tick_ts is None:
+            tick_ts = np.full(len(book.params.symbols), K.NO_TS, dtype=np.int64)
+            for s, t in ticks.items():
+                tick_ts[s] = t.ts
+            self._tick_ts = tick_ts
+        best = K.newest_ticks(
+            slots, book.acc_i, book.pos_i, book.bal, book.params.asset_price_sym, tick_ts,
+            self._rank,
+        )  # fmt: skip
+        return [None if s < 0 else ticks[s] for s in best.tolist()]
 
     @staticmethod
     def _account_ts(book: MarginBook, a: int) -> int:
         """The newest event time the book holds for account ``a`` (its balances and
         open positions), else the book's."""
-        ts = int(book.bal_ts[:, a].max(initial=-1))
-        for p in book.positions_of(a):
-            ts = max(ts, int(book.pos_ts[p]))
+        ts = int(K.account_ts(a, book.acc_i, book.pos_i, book.pos_ts, book.bal_ts))
         return ts if ts >= 0 else int(book.last_event_ts)
 
     # ------------------------------------------------------------ stale prices
@@ -667,7 +696,7 @@ class AlertEngine:
         """What brings a unit's active severities to ``level``, through flood
         control: the new active set and the changes to emit, each with its cause
         (a firing held back keeps ``cause`` for when it goes out)."""
-        before = top(active)
+        before = _TOPS[active]
         _, changes = reconcile(active, level)
         # a firing that comes with a resolution is the level left standing
         replacing = len(changes) > 1 and changes[-1].firing
@@ -686,7 +715,7 @@ class AlertEngine:
             else:
                 active &= ~bit(c.severity)
             emitted.append((c, before, cause))
-        if top(active) == level:
+        if _TOPS[active] == level:
             self._flood.settle(key, unit)
         return active, emitted
 
@@ -754,6 +783,10 @@ class AlertEngine:
             self._rebind(book)
         self._book = book
         self._ids = book.account_ids
+        symbols = book.params.symbols
+        rank = np.empty(len(symbols), dtype=np.int64)
+        rank[sorted(range(len(symbols)), key=symbols.__getitem__)] = np.arange(len(symbols))
+        self._rank = rank
 
     def _rebind(self, book: MarginBook) -> None:
         """Carry the state over to a replaced book (a restore, or the accounts kept

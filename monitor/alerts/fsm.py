@@ -19,6 +19,8 @@ matched by exactly one resolution.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -88,6 +90,25 @@ def advance(state: Status, ratio: float, hyst: Hysteresis) -> Status:
     while (move := detect(state, ratio, hyst)) is not None:
         state = _NEXT[(state, move)]
     return state
+
+
+def stepper(hyst: Hysteresis) -> Callable[[int, float], int]:
+    """:func:`advance` on plain ints, for walks over many units: the same moves
+    in the same order (RISE tried before CLEAR, the same threshold arithmetic),
+    the thresholds unpacked once instead of looked up per step."""
+    rise = hyst.enter
+    clear = (-math.inf, *(e - hyst.band for e in hyst.enter))  # clear_below(level)
+
+    def step(level: int, ratio: float) -> int:
+        while True:
+            if level < L and ratio >= rise[level]:
+                level += 1
+            elif level > H and ratio < clear[level]:
+                level -= 1
+            else:
+                return level
+
+    return step
 
 
 def advance_many(prev: I8, ratio: F64, hyst: Hysteresis) -> I8:

@@ -135,7 +135,10 @@ def bench_replay(
     """The replay figures (rows for :func:`monitor.bench.report.render`)."""
     import structlog
 
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
+    # as `monitor replay` logs by default: warnings only, loggers cached
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(30), cache_logger_on_first_use=True
+    )
     syn = generate(accounts)
     params = syn.params
     symbols = [*params.symbols[: params.n_instruments], "BTC", "ETH"]

@@ -15,6 +15,11 @@ Evaluation:
   the ticks of a symbol collapse to the latest (the daemon's conflation),
   then the window is evaluated once.
 
+Runs of ticks the driver applies in compiled code (:mod:`monitor.replay.ticks`)
+are noted as causes with :meth:`Engine.note_ticks` and evaluated with
+:meth:`Engine.evaluate`, so the alert engine sees what one
+:meth:`Engine.apply` per tick would have shown it: same alerts, byte for byte.
+
 Events before ``start_ms`` (``--from``) build the state without alerting, as
 the daemon does while catching up; alerting starts at the first event at or
 after it. Reading stops at the first event at or after ``end_ms`` (``--to``).
@@ -233,15 +238,15 @@ class Replay:
 
     async def _go_live(self, ts: int) -> None:
         """Start alerting at event time ``ts``: the first live event, or ``--from``
-        when nothing came after it. The alerts of the state built so far carry
-        that time (the state holds then), not the last warm-up event's."""
+        when nothing came after it, as the daemon goes live once caught up. The
+        alerts of the state built so far are emitted then (``emitted_at``) but
+        blamed, as any alert, on what the warm-up applied that concerns each
+        account (:meth:`Engine.go_live`): their ``ts`` and trigger are those of
+        the newest tick of its symbols, or its own newest event, before ``ts``."""
         start = self.options.start_ms
         if start is not None and ts < start:
             ts = start
         self.clock.set(max(ts, 0))
-        book = self.engine.book
-        if ts > book.last_event_ts:
-            book.last_event_ts = ts
         alerts = self.engine.go_live()
         self.recorder.start(ts)
         await self._emit(alerts)
@@ -326,12 +331,15 @@ class Replay:
                 await self._tick(b, i)  # the book rejects it, with its own message
                 j = i + 1
             elif j > i:
+                self.engine.note_ticks(b.sym[i:j])
                 self.stats.evaluations += j - i
                 if newest > self._applied_ts:
                     self._applied_ts = newest
                 self.clock.set(newest)
                 if why == DIRTY:
-                    await self._evaluate(b, j - 1)
+                    alerts = self.engine.evaluate()
+                    if alerts:
+                        await self._emit(alerts)
             self._processed += j - i
             i = j
             if i == run_to and i < hi:
@@ -352,23 +360,6 @@ class Replay:
             self._reject_row(b, i, out.rejections[0][1])
         if out.alerts:
             await self._emit(out.alerts)
-
-    async def _evaluate(self, b: Batch, i: int) -> None:
-        """Evaluate the dirty accounts after the tick of row ``i`` alone, as
-        :meth:`Engine.apply` does after one tick (it is the trigger)."""
-        alerts = self._drain_and_evaluate(
-            Tick(self._symbols[int(b.sym[i])], float(b.price[i]), int(b.ts[i]))
-        )
-        if alerts:
-            await self._emit(alerts)
-
-    def _drain_and_evaluate(self, trigger: Tick | None) -> list[Any]:
-        engine = self.engine
-        if not engine.live or engine.alerts is None:
-            return []  # catching up: the dirty marks wait for go-live
-        book = engine.book
-        slots = book.drain_dirty()
-        return engine.alerts.evaluate(book, slots, trigger) if slots.size else []
 
     def _limit(self, t: int) -> int:
         """The first event time at which the driver must step in again: the next
@@ -460,19 +451,22 @@ class Replay:
     def _apply_ticks(self, b: Batch, keep: I64) -> list[Any]:
         """The conflated ticks ``keep`` (rows of ``b``) in one compiled run, then
         one evaluation, as :meth:`Engine.apply` does for a list of ticks."""
+        engine = self.engine
         sym, price, ts = b.sym[keep], b.price[keep], b.ts[keep]
         n = int(keep.shape[0])
         i = 0
         while i < n:
             j, why, _ = self._ticker.run(sym, price, ts, i, n, stop_on_dirty=False)
+            engine.note_ticks(sym[i:j])
             if why == STALE:
-                r = self.engine.book.apply_tick(int(sym[j]), float(price[j]), int(ts[j]))
+                r = engine.book.apply_tick(int(sym[j]), float(price[j]), int(ts[j]))
                 if r is not None:
                     self._reject_row(b, int(keep[j]), r)
+                else:
+                    engine.note_ticks(sym[j : j + 1])
                 j += 1
             i = j
-        trigger = Tick(self._symbols[int(sym[0])], float(price[0]), int(ts[0])) if n == 1 else None
-        return self._drain_and_evaluate(trigger)
+        return engine.evaluate()
 
     # ------------------------------------------------------------ common
     async def _before(self, t: int, pace_to: int | None = None) -> None:

@@ -11,9 +11,10 @@ kernels (:func:`~monitor.book.kernels.tick_isolated`,
 level and dirty mark comes out bit for bit as one tick at a time.
 It returns to Python where a tick needs Python:
 
-- after a tick that left accounts dirty (``stop_on_dirty``): the alert
-  engine evaluates them, with that tick as the trigger, as the engine would
-  after that tick alone;
+- after a tick that left accounts dirty (``stop_on_dirty``): the driver
+  notes the ticks of the run as causes (:meth:`~monitor.engine.Engine.note_ticks`)
+  and evaluates them (:meth:`~monitor.engine.Engine.evaluate`), as the
+  engine would after that tick alone;
 - before a stale tick: the book rejects it with its own message;
 - before a tick at or after ``limit``: the driver samples, paces and polls
   at event-time boundaries.

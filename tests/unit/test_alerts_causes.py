@@ -128,6 +128,35 @@ def test_going_live_blames_what_the_catch_up_applied() -> None:
     assert a.trigger is not None and a.trigger.price == 1450.0
 
 
+def test_a_tick_at_the_time_of_the_last_one_is_a_cause_with_its_own_price() -> None:
+    eng = engine()
+    # ETH last ticked at ts 7 (1500): a new price at the same time is accepted
+    (a, _) = of(run(eng, [Tick("ETH-PERP", 1450.0, 7)]), "A1")
+    assert a.severity == "critical" and a.ts == 7
+    assert a.trigger is not None and (a.trigger.symbol, a.trigger.price) == ("ETH-PERP", 1450.0)
+
+
+def test_ticks_applied_by_the_driver_and_noted_give_what_apply_gives() -> None:
+    """A driver applying ticks to the book itself (replay's compiled runs) notes
+    them and evaluates where :meth:`Engine.apply` would: the same alerts."""
+    path = [
+        Tick("SOL-PERP", 19.0, 20), Tick("ETH-PERP", 1460.0, 21), Tick("BTC-PERP", 20990.0, 22),
+        Tick("ETH-PERP", 1440.0, 23), Tick("SOL-PERP", 21.0, 24), Tick("ETH-PERP", 1455.0, 25),
+        Tick("ETH-PERP", 1510.0, 26), Tick("BTC-PERP", 21000.0, 26),
+    ]  # fmt: skip
+    through_apply = run(engine(), *([t] for t in path))
+    eng = engine()
+    sid = PARAMS.symbol_id
+    noted: list[Alert] = []
+    with capture_logs():
+        for t in path:
+            assert eng.book.apply_tick(sid[t.symbol], t.price, t.ts) is None
+            eng.note_ticks([sid[t.symbol]])
+            noted += eng.evaluate()  # nothing unless accounts are dirty, as in apply
+    assert len(through_apply) >= 4
+    assert [a.to_json_bytes() for a in noted] == [a.to_json_bytes() for a in through_apply]
+
+
 eth_paths = st.lists(st.floats(min_value=1400.0, max_value=1520.0), min_size=1, max_size=25)
 noise = st.lists(
     st.lists(st.floats(min_value=15.0, max_value=25.0), max_size=3), min_size=25, max_size=25

@@ -317,19 +317,32 @@ def test_from_builds_state_without_alerting_and_to_stops_before(
 ) -> None:
     book = _write(tmp_path / "book.jsonl", b"\n".join(_book_lines()) + b"\n")
     ticks = _write(tmp_path / "t.jsonl", b"\n".join(_crash_lines()) + b"\n")
-    start = T0 + 19_050  # between two ticks (100 ms apart), A1 at risk by then
+    start = T0 + 19_150  # between two BTC ticks (100 ms apart), A1 at risk by then
     sink = _Collect()
     late = asyncio.run(
         Replay(params, ReplayOptions((book, ticks), start_ms=start), sinks=[sink]).run()
     )
     assert late.stats.warmup_events > 0
     assert late.recorder.first_reached  # at risk when alerting starts: alerted then
+    # Alerting starts at the first live event (T0 + 19,200), as the daemon goes live
+    # once caught up: the state built before is alerted then (emitted_at), blamed as
+    # any alert on the newest warm-up input of the account: the BTC tick at T0 + 19,100
+    # (ETH last ticked at T0 + 19,000).
+    going_live = [a for a in sink.alerts if a.emitted_at == T0 + 19_200]
+    assert going_live and {a.account for a in going_live} == {"A1"}
+    for a in going_live:
+        assert a.state == "firing" and a.ts == T0 + 19_100
+        assert a.trigger is not None and (a.trigger.symbol, a.trigger.ts) == ("BTC-PERP", a.ts)
+        assert a.trigger.price == round(50_000.0 * (1 - 0.1 * 191 / 199), 1)
+    assert min(a.emitted_at for a in sink.alerts) == T0 + 19_200  # nothing before --from
     first = min(t for row in late.recorder.first_reached.values() for t in row if t is not None)
-    assert first == T0 + 19_100  # the first live event: the state held then, not before
-    assert sink.alerts and min(a.ts for a in sink.alerts) == T0 + 19_100
+    assert first == T0 + 19_100
+    whole = _replay(params, [book, ticks])
+    assert whole.recorder.first_reached["A1"][0] < first  # warning came earlier, unalerted
     after = _replay(params, [book, ticks], start_ms=T0 + 60_000)  # every event before it
     assert after.stats.warmup_events == after.stats.events
-    assert min(t for row in after.recorder.first_reached.values() for t in row if t) == T0 + 60_000
+    # the last BTC tick (T0 + 19,900) is the newest input of both accounts
+    assert min(t for row in after.recorder.first_reached.values() for t in row if t) == T0 + 19_900
     early = _replay(params, [book, ticks], end_ms=T0 + 1_000)
     assert early.stats.last_ts is not None and early.stats.last_ts < T0 + 1_000
     assert not early.recorder.alerts
