@@ -226,16 +226,20 @@ class MarginBook:
         when the arrays cannot take that, or the segments groups left behind add up
         to half the open positions, every group is repacked (into larger arrays if
         they are short)."""
-        need = self.glen[groups] + extra
-        short = need > self.gcap[groups]
+        need_all = self.glen[groups] + extra
+        short = need_all > self.gcap[groups]
         if not short.any():
             return
-        groups, need = groups[short], need[short]
+        every = groups
+        groups, need = groups[short], need_all[short]
         new_caps = need + need // 4 + _MIN_CAP
         hwm = int(self.meta[M_HWM])
         full = hwm + int(new_caps.sum()) > self.position_capacity
         if full or self._dead > max(4096, self.n_positions // 2):
             caps = _room_for(self.glen)
+            # every group of the batch keeps the room it needs, not only the short
+            # ones: a repack lays every group out afresh
+            caps[every] = np.maximum(caps[every], need_all)
             caps[groups] = np.maximum(caps[groups], new_caps)
             total = int(caps.sum())
             cap = self.position_capacity

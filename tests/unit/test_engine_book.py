@@ -153,3 +153,48 @@ def test_segments_left_behind_by_moving_groups_are_reclaimed_by_a_repack(
     assert repacks >= 1
     assert int(book.meta[M_HWM]) < 3 * 6000 + 4096  # dead segments never piled up
     assert_layout(book)
+
+
+def test_a_batch_that_forces_a_repack_keeps_room_for_every_group_it_opens_in() -> None:
+    """A repack lays every group out afresh; the groups of the batch that were not
+    short before it still need their room (a crash, and before it positions
+    written past their group, when they did not get it)."""
+    import random
+
+    from monitor.book.layout import M_HWM
+    from monitor.instruments import load_instruments
+    from tests.support.tansu import assert_same_book
+
+    p = load_instruments()
+    syms = list(p.symbols[: p.n_instruments])[:4]
+    rnd = random.Random(0)
+    book, plain = MarginBook(p), MarginBook(p)
+    ts = 1
+    for s in syms:
+        book.apply(Tick(s, 100.0, ts))
+        plain.apply(Tick(s, 100.0, ts))
+    for _ in range(40):
+        evs: list[Event] = []
+        for _ in range(rnd.choice([1, 50, 500, 10_000])):
+            ts += 1
+            a, s, r = f"A{rnd.randrange(20_000)}", rnd.choice(syms), rnd.random()
+            if r < 0.1:
+                evs.append(BalanceEvent(a, "USDT", 1000.0, ts))
+            elif r < 0.35:
+                evs.append(PositionEvent(a, s, 0.0, 100.0, ts))
+            else:
+                mode = "isolated" if rnd.random() < 0.3 else "cross"
+                evs.append(PositionEvent(a, s, rnd.uniform(-5, 5), 100.0, ts,
+                                         margin_mode=mode, isolated_margin=10.0))  # fmt: skip
+        if rnd.random() < 0.2:
+            for ev in evs:
+                assert book.apply(ev) is None
+        else:
+            assert book.apply_batch(evs, conflate=True) == []
+        for ev in evs:
+            assert plain.apply(ev) is None
+        hwm = int(book.meta[M_HWM])
+        for g in range(book.gstart.shape[0]):
+            assert book.glen[g] <= book.gcap[g]
+            assert book.glen[g] == 0 or book.gstart[g] + book.gcap[g] <= hwm
+    assert_same_book(book, plain)
