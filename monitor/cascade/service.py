@@ -1,15 +1,19 @@
 """The market-level jobs as the daemon runs them.
 
 On the event loop, take a :func:`~monitor.cascade.snapshot.take_snapshot` of
-the live book (array copies, so the book keeps changing safely); then, in a
-worker thread, :meth:`MarketRisk.refresh_map` every ``map_interval_s`` and
+the live book (array copies, so the book keeps changing safely); then
+:meth:`MarketRisk.refresh_map` every ``map_interval_s`` and
 :meth:`MarketRisk.run_cascades` every ``cascade_interval_s``. Both export
 their gauges; the cascades return the ``cascade`` alerts to send (transitions
-only). Nothing here reads a clock: alerts carry the snapshot's event time.
+only). The daemon computes in the market worker
+(:mod:`monitor.cascade.worker`) and hands the results to
+:meth:`MarketMetrics.export_map` and :meth:`MarketRisk.record_cascades`.
+Nothing here reads a clock: alerts carry the snapshot's event time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
@@ -53,15 +57,21 @@ class MarketRisk:
 
     def run_cascades(self, snap: BookSnapshot) -> CascadeReport:
         """Every standard shock; gauges exported, alerts on threshold crossings."""
-        results: dict[str, CascadeResult] = {}
-        alerts: list[CascadeAlert] = []
-        for sc in self.scenarios:
-            r = run_cascade(
+        results = {
+            sc.label: run_cascade(
                 snap, sc, impact=self.config.impact_model, max_rounds=self.config.max_rounds
             )
-            results[sc.label] = r
-            self.metrics.export_cascade(sc.label, r)
-            alert = self.watch.observe(sc.label, r, snap.ts)
+            for sc in self.scenarios
+        }
+        return self.record_cascades(results, snap.ts)
+
+    def record_cascades(self, results: Mapping[str, CascadeResult], ts: int) -> CascadeReport:
+        """Export and watch cascades computed elsewhere (the market worker), as
+        :meth:`run_cascades` does with its own; ``ts`` is their snapshot's."""
+        alerts: list[CascadeAlert] = []
+        for label, r in results.items():
+            self.metrics.export_cascade(label, r)
+            alert = self.watch.observe(label, r, ts)
             if alert is not None:
                 alerts.append(alert)
-        return CascadeReport(results, alerts)
+        return CascadeReport(dict(results), alerts)

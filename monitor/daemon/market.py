@@ -3,11 +3,15 @@ market view on the ``partials`` topic, and the group view merged from every
 instance's partial.
 
 Each ``map_interval_s``: a snapshot of the book (taken between batches, under
-the daemon's apply lock), then in a worker thread the liquidation map (its
-gauges), the partial (published, key = instance id; delivery awaited), and
-the group view of the latest partial of every instance (``monitor_group_*``).
-Each ``cascade_interval_s``: the standard shocks on this instance's book
-(``monitor_cascade_*``) and the ``cascade`` alerts.
+the daemon's apply lock), then, in the market worker process
+(:mod:`monitor.cascade.worker`: the computations take seconds of CPU at a
+million accounts and would hold the daemon's GIL), the liquidation map (its
+gauges) and the partial (published, key = instance id; delivery awaited);
+then, in a thread, the group view of the latest partial of every instance
+(``monitor_group_*``: per-symbol aggregates, cheap). Each
+``cascade_interval_s``: the standard shocks on this instance's book
+(``monitor_cascade_*``) and the ``cascade`` alerts. A round due for both
+sends the snapshot to the worker once.
 
 Who alerts on cascades: alone (the group view merges only this instance's
 partial), an instance alerts on its own, exact cascades. In a group of
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -34,12 +38,14 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter
 
 from monitor.cascade.config import MarketConfig
+from monitor.cascade.engine import CascadeResult
 from monitor.cascade.groupview import GroupReport, GroupView
 from monitor.cascade.liqmap import DEFAULT_MOVES
-from monitor.cascade.partial import PartialMarket, partial_market, to_wire
+from monitor.cascade.partial import PartialMarket, to_wire
 from monitor.cascade.service import MarketRisk
 from monitor.cascade.snapshot import BookSnapshot
 from monitor.cascade.watch import CascadeWatch
+from monitor.cascade.worker import CascadeSpec, MarketWorker, PartialSpec, RoundJob
 from monitor.clock import Clock
 from monitor.config import KafkaConfig
 from monitor.instruments.model import RiskParams
@@ -85,6 +91,12 @@ class MarketJob:
             "Rounds of the market-level job that failed (logged; the job carries on)",
             registry=registry,
         )
+        self.worker = MarketWorker()
+        self.worker_cpu = Counter(
+            "monitor_market_worker_cpu_seconds",
+            "CPU time the market worker process spent on the map, partial and cascades",
+            registry=registry,
+        )
 
     # ------------------------------------------------------------ lifecycle
     def attach(self, cfg: KafkaConfig) -> None:
@@ -103,6 +115,7 @@ class MarketJob:
                         fut = await producer.send(self.topic, key=key, value=None)
                         await fut
         finally:
+            await asyncio.to_thread(self.worker.close)
             if self.feed is not None:
                 await self.feed.stop()
 
@@ -118,43 +131,73 @@ class MarketJob:
     ) -> None:
         loop = asyncio.get_running_loop()
         next_map = next_cascade = 0.0
-        async with asyncio.TaskGroup() as tg:
-            if self.feed is not None:
-                tg.create_task(self.feed.run(stop), name="partials-fetch")
-            while not stop.is_set():
-                if not ready.is_set():  # the map of a half-built book means nothing
-                    await _sleep(stop, 0.5)
-                    continue
-                now = loop.time()
-                if now >= min(next_map, next_cascade):
-                    try:
-                        snap, owned = await snapshot()
-                        if now >= next_map:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                if self.feed is not None:
+                    tg.create_task(self.feed.run(stop), name="partials-fetch")
+                while not stop.is_set():
+                    if not ready.is_set():  # the map of a half-built book means nothing
+                        await _sleep(stop, 0.5)
+                        continue
+                    now = loop.time()
+                    if now >= min(next_map, next_cascade):
+                        do_map, do_cascades = now >= next_map, now >= next_cascade
+                        if do_map:
                             next_map = now + self.config.map_interval_s
-                            await self._map_round(snap, owned, producer())
-                        if now >= next_cascade:
+                        if do_cascades:
                             next_cascade = now + self.config.cascade_interval_s
-                            alerts = await asyncio.to_thread(self._cascades, snap, owned)
-                            if alerts:
-                                await publish_alerts(alerts)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as exc:
-                        self.errors.inc()
-                        log.error("market round failed", error=repr(exc), exc_info=True)
-                await _sleep(stop, max(0.05, min(next_map, next_cascade) - loop.time()))
+                        try:
+                            await self._round(
+                                snapshot, publish_alerts, producer(),
+                                do_map=do_map, do_cascades=do_cascades,
+                            )  # fmt: skip
+                        except asyncio.CancelledError:
+                            raise
+                        except Exception as exc:
+                            self.errors.inc()
+                            log.error("market round failed", error=repr(exc), exc_info=True)
+                    await _sleep(stop, max(0.05, min(next_map, next_cascade) - loop.time()))
+        finally:
+            await asyncio.to_thread(self.worker.close)
 
-    async def _map_round(
-        self, snap: BookSnapshot, owned: Sequence[int], producer: AIOKafkaProducer | None
+    def job(self, owned: Sequence[int], *, do_map: bool, do_cascades: bool) -> RoundJob:
+        """What one round asks of the worker."""
+        cfg = self.config
+        partial = None
+        if do_map and self.group is not None:
+            partial = PartialSpec(
+                self.grid, self.instance, tuple(sorted(owned)), self.clock.now_ms()
+            )
+        cascades = None
+        if do_cascades:
+            cascades = CascadeSpec(tuple(self.risk.scenarios), cfg.impact_model, cfg.max_rounds)
+        return RoundJob(cfg.map_moves if do_map else None, partial, cascades)
+
+    async def _round(
+        self,
+        snapshot: Callable[[], Awaitable[tuple[BookSnapshot, Sequence[int]]]],
+        publish_alerts: Callable[[list[Any]], Awaitable[None]],
+        producer: AIOKafkaProducer | None,
+        *,
+        do_map: bool,
+        do_cascades: bool,
     ) -> None:
-        await asyncio.to_thread(self.risk.refresh_map, snap)
-        if self.group is None:
-            return
-        now = self.clock.now_ms()
-        part = await asyncio.to_thread(
-            partial_market, snap, self.grid,
-            instance=self.instance, partitions=owned, created_ms=now,
-        )  # fmt: skip
+        snap, owned = await snapshot()
+        job = self.job(owned, do_map=do_map, do_cascades=do_cascades)
+        out = await asyncio.to_thread(self.worker.run, snap, job)
+        self.worker_cpu.inc(out.cpu_s)
+        if out.map is not None:
+            self.risk.metrics.export_map(out.map)
+        if out.partial is not None:
+            await self._share(out.partial, producer)
+        if do_cascades:
+            alerts = self._cascades(snap, owned, out.cascades)
+            if alerts:
+                await publish_alerts(alerts)
+
+    async def _share(self, part: PartialMarket, producer: AIOKafkaProducer | None) -> None:
+        """Publish this instance's partial and refresh the group view with it."""
+        assert self.group is not None
         self.last_partial = part
         if producer is not None:
             async with asyncio.timeout(PUBLISH_TIMEOUT_S):
@@ -164,10 +207,14 @@ class MarketJob:
         # Our own partial as computed now (the topic's copy may not be back yet).
         others = {} if self.feed is None else dict(self.feed.latest)
         others[self.instance] = part
-        self.last_group = await asyncio.to_thread(self.group.refresh, others.values(), now)
+        self.last_group = await asyncio.to_thread(
+            self.group.refresh, others.values(), self.clock.now_ms()
+        )
 
-    def _cascades(self, snap: BookSnapshot, owned: Sequence[int]) -> list[Any]:
-        own = list(self.risk.run_cascades(snap).alerts)  # gauges, whatever the mode
+    def _cascades(
+        self, snap: BookSnapshot, owned: Sequence[int], results: Mapping[str, CascadeResult]
+    ) -> list[Any]:
+        own = list(self.risk.record_cascades(results, snap.ts).alerts)  # gauges, whatever the mode
         group = self.last_group
         mode = "group" if group is not None and len(group.merged.instances) > 1 else "own"
         if mode != self._mode:
@@ -176,7 +223,7 @@ class MarketJob:
             watch.reset()
             log.info("cascade alerts", mode=mode)
             if mode == "own":
-                own = list(self.risk.run_cascades(snap).alerts)
+                own = list(self.risk.record_cascades(results, snap.ts).alerts)
         if mode == "own":
             return own
         if group is None or 0 not in owned:

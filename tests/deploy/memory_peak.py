@@ -3,11 +3,14 @@
     python -m tests.deploy.memory_peak [ACCOUNTS]     # default 1,000,000
 
 Builds the synthetic book of ``monitor bench --suite book`` and samples the
-process RSS every 5 ms while the two jobs that copy the book's arrays run at
-once, as they can in the daemon: a checkpoint (``capture`` copies the live
-columns, ``SnapshotStore.write`` encodes them into one file body) and, in a
-thread, the liquidation map and the stack's standard cascades on a market
-snapshot. Prints the steady RSS, the peak and the snapshot size.
+RSS of the process and of its market worker every 5 ms while the two jobs
+that copy the book's arrays run at once, as they can in the daemon: a
+checkpoint (``capture`` copies the live columns, ``SnapshotStore.write``
+encodes them into one file body) and, in the market worker process, the
+liquidation map, the partial market view and the stack's standard cascades on
+a market snapshot. Prints the steady RSS, the peak of the two processes'
+sum (what a container's memory limit counts), each one's own peak and the
+snapshot size.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import time
 from monitor.bench.book import rss_mb
 from monitor.bench.synthetic import build_book, generate
 from monitor.cascade.config import MarketConfig
-from monitor.cascade.service import MarketRisk
+from monitor.cascade.liqmap import DEFAULT_MOVES
 from monitor.cascade.snapshot import take_snapshot
+from monitor.cascade.worker import CascadeSpec, MarketWorker, PartialSpec, RoundJob
 from monitor.checkpoint.state import capture
 from monitor.checkpoint.store import SnapshotStore
 
@@ -30,23 +34,48 @@ from monitor.checkpoint.store import SnapshotStore
 SHOCKS = ("BTC=-10%", "BTC=-20%", "ETH=-10%", "ETH=-20%", "ALT02=-20%")
 
 
+def pid_rss_mb(pid: int | None) -> float:
+    """Resident set size of process ``pid`` now (0 when there is none)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except FileNotFoundError:
+        pass
+    return 0.0
+
+
 def main(n_accounts: int) -> None:
     book = build_book(generate(n_accounts))
     gc.collect()
-    market = MarketRisk(book.params, MarketConfig(shocks=SHOCKS))
-    steady = rss_mb()
-    peak = [steady]
+    cfg = MarketConfig(shocks=SHOCKS)
+    job = RoundJob(
+        cfg.map_moves,
+        PartialSpec(tuple(sorted({*DEFAULT_MOVES, *cfg.map_moves})), "peak", (0,), 0),
+        CascadeSpec(tuple(cfg.scenarios(book.params)), cfg.impact_model, cfg.max_rounds),
+    )
+    worker = MarketWorker()
+    worker.run(take_snapshot(book), RoundJob(map_moves=(-0.1,)))  # started, as in the daemon
+    gc.collect()
+    steady = rss_mb() + pid_rss_mb(worker.pid)
+    peak = {"sum": steady, "daemon": rss_mb(), "worker": pid_rss_mb(worker.pid)}
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            peak[0] = max(peak[0], rss_mb())
+            own, theirs = rss_mb(), pid_rss_mb(worker.pid)
+            peak["sum"] = max(peak["sum"], own + theirs)
+            peak["daemon"] = max(peak["daemon"], own)
+            peak["worker"] = max(peak["worker"], theirs)
             time.sleep(0.005)
 
     sampler = threading.Thread(target=sample)
     sampler.start()
     snap = take_snapshot(book)
-    jobs = threading.Thread(target=lambda: (market.refresh_map(snap), market.run_cascades(snap)))
+    jobs = threading.Thread(target=lambda: worker.run(snap, job))
     jobs.start()
     state = capture(book, {}, created_ms=0)
     with tempfile.TemporaryDirectory() as d:
@@ -54,9 +83,12 @@ def main(n_accounts: int) -> None:
     jobs.join()
     done.set()
     sampler.join()
+    worker.close()
     print(
-        f"accounts {n_accounts:,}, positions {book.n_positions:,}: steady RSS {steady:.0f} MB, "
-        f"peak {peak[0]:.0f} MB (+{peak[0] - steady:.0f}), snapshot file {size / 2**20:.0f} MB"
+        f"accounts {n_accounts:,}, positions {book.n_positions:,}: steady RSS {steady:.0f} MB "
+        f"(both processes), peak {peak['sum']:.0f} MB (+{peak['sum'] - steady:.0f}; "
+        f"daemon {peak['daemon']:.0f}, market worker {peak['worker']:.0f}), "
+        f"snapshot file {size / 2**20:.0f} MB"
     )
 
 
