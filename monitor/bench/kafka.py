@@ -21,7 +21,8 @@ fresh topics of 4 partitions:
    (it follows the neighbours' load over the daemon's run). Once more with
    CPython's default collector settings, for comparison;
 5. *latency*: another process produces a steady 20,000 msgs/s (90% ticks
-   stamped with the wall time at produce, 10% balance updates); each tick's
+   stamped with the wall time at produce, 10% balance updates; one batch per
+   partition every 20 ms, see :class:`~monitor.bench.load.SteadyPlan`); each tick's
    tick-to-evaluation is the end of the evaluation that covered its offset
    minus its stamp -- every produced tick, those conflated into a later tick
    of their symbol included (they are evaluated when that tick is);
@@ -349,6 +350,7 @@ async def _measure(
         daemon_part=Latency.of(daemon_part),
         latency_unevaluated=missing,
         steady_ticks=sum(counts_of(sent, topics.prices).values()),
+        steady_step_s=plan.step_s,
     )
     # The floor: the same stream to a bare consumer, the daemon frozen meanwhile.
     floor_plan = dataclasses.replace(plan, seconds=FLOOR_SECONDS, seed=plan.seed + 1)
@@ -443,6 +445,7 @@ def rows(r: Mapping[str, Any]) -> list[Row]:
             f"{r['steady_rate_target']:,.0f}",
             steady["rate"] >= 0.97 * r["steady_rate_target"],
         ),
+        Row("  pacing step: one batch per partition every", 1000 * float(r["steady_step_s"]), "ms"),
         Row("  tick-to-evaluation samples (every tick)", float(lat.n), "ticks"),
         Row(
             "  ticks never evaluated",
