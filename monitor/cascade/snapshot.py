@@ -2,7 +2,7 @@
 
 The cascade and the liquidation map move prices and close accounts on this
 copy; the live book is never touched, so the daemon takes the snapshot on its
-event loop (a few array copies) and hands it to a worker thread.
+event loop (a few array copies) and hands it to the market worker process.
 
 Only *cross* positions are copied: an isolated position is a separate unit
 on its own margin and has no effect on the account's cross part. Positions are
