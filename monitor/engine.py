@@ -269,17 +269,25 @@ class Engine:
         """Remember what a batch changed: the symbols that had a tick accepted and
         the newest accepted event time of each account (rejections are indexed
         over ``events`` then ``ticks``)."""
-        rejected = {i for i, _ in rejections} if rejections else ()
         sid = self.params.symbol_id
         moved = self._moved
         accounts = self._accounts
-        for i, ev in enumerate(events):
-            if i in rejected:
-                continue
-            if isinstance(ev, Tick):
-                moved[sid[ev.symbol]] = True
-            elif accounts.get(ev.account, -1) < ev.ts:
-                accounts[ev.account] = ev.ts
+        rejected = {i for i, _ in rejections} if rejections else ()
+        if not rejected and Tick not in set(map(type, events)):
+            # account events only, all accepted (the daemon's chunks): one lean loop
+            newest = accounts.get
+            for ev in events:
+                a, ts = ev.account, ev.ts  # type: ignore[union-attr]
+                if newest(a, -1) < ts:
+                    accounts[a] = ts
+        else:
+            for i, ev in enumerate(events):
+                if i in rejected:
+                    continue
+                if isinstance(ev, Tick):
+                    moved[sid[ev.symbol]] = True
+                elif accounts.get(ev.account, -1) < ev.ts:
+                    accounts[ev.account] = ev.ts
         base = len(events)
         for j, t in enumerate(ticks):
             if base + j not in rejected:

@@ -509,7 +509,10 @@ class MarginBook:
             return rejected
         # Ticks and account events are taken apart by two comprehensions (C loops):
         # the ticks never pass through a Python loop of their own, their columns
-        # are read by comprehensions and conflated by a compiled pass.
+        # are read by comprehensions and conflated by a compiled pass. A batch of
+        # account events only (the daemon's) is told by the set of its types.
+        if Tick not in set(map(type, events)):
+            return self._stage_account_events(events, range(len(events)))
         tick_at = [i for i, ev in enumerate(events) if type(ev) is Tick]
         if len(tick_at) < len(events):
             others = [i for i, ev in enumerate(events) if type(ev) is not Tick]
@@ -551,7 +554,7 @@ class MarginBook:
         return rejected
 
     def _stage_account_events(
-        self, events: Sequence[Event], others: list[int]
+        self, events: Sequence[Event], others: Sequence[int]
     ) -> list[tuple[int, Rejection]]:
         """Stage the account events of a batch (at ``others``) as columns for one
         kernel call; the per-event Python cost of that path is this loop."""
@@ -577,7 +580,9 @@ class MarginBook:
             if type(ev) is PositionEvent:
                 s = sid[ev.symbol]
                 tk = a * n_sym + s
-                c = closed.get(tk, closed_ts.get(tk))
+                c = closed.get(tk) if closed else None
+                if c is None and closed_ts:
+                    c = closed_ts.get(tk)
                 if c is not None and t < c:
                     rejected.append((i, self._stale_position(ev, c)))
                     continue
