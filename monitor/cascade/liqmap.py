@@ -100,6 +100,17 @@ class LiquidationMap:
     def labels(self) -> list[str]:
         return [move_label(float(x)) for x in self.moves]
 
+    def restricted(self, moves: Sequence[float]) -> LiquidationMap | None:
+        """The map on the grid of ``moves`` taken from this one's columns, or None
+        if a move is not on this grid (each column is computed on its own: the
+        figures are those of a map on that grid, up to the order of summation)."""
+        grid = map_grid(moves)
+        at = np.searchsorted(self.moves, grid)
+        if np.any(at >= self.moves.size) or not np.array_equal(self.moves[at], grid):
+            return None
+        return LiquidationMap(self.underlyings, grid, self.notional[:, at].copy(),
+                              self.accounts[:, at].copy())  # fmt: skip
+
 
 @dataclass(frozen=True, eq=False)
 class _Exposure:
@@ -310,39 +321,69 @@ def _compact(
     )  # fmt: skip
 
 
+def map_grid(moves: Sequence[float]) -> F64:
+    """``moves`` as a map's grid: ascending, unique, finite and above -100%."""
+    grid = np.unique(np.asarray(moves, dtype=np.float64))
+    if grid.size == 0 or not np.all(np.isfinite(grid)) or grid[0] <= -1.0:
+        raise ValueError("map moves must be finite and above -100%")
+    return grid
+
+
 def liquidation_map(
     snap: BookSnapshot,
     moves: Sequence[float] = DEFAULT_MOVES,
     base: BaseFigures | None = None,
 ) -> LiquidationMap:
     """The map of every underlying over ``moves`` (relative, each above -1)."""
-    grid = np.unique(np.asarray(moves, dtype=np.float64))
-    if grid.size == 0 or not np.all(np.isfinite(grid)) or grid[0] <= -1.0:
-        raise ValueError("map moves must be finite and above -100%")
+    grid = map_grid(moves)
     base = base if base is not None else base_figures(snap)
     unders = snap.params.underlyings
     notional = np.zeros((len(unders), grid.size))
     accounts = np.zeros((len(unders), grid.size), dtype=np.int64)
     for u in range(len(unders)):
-        ex = _exposure(snap, base, u)
-        down, up = _distances(snap, base, ex)
-        other = base.acc_notional - ex.leg_notional
-        stuck = np.flatnonzero(base.liquidatable & ex.exposed)
-        down[stuck] = np.nan
-        up[stuck] = np.nan
-        for side, dist in ((grid < 0.0, down), (grid > 0.0, up), (grid == 0.0, down)):
-            if side.any():
-                g = grid[side]
-                cnt, s_other, s_leg = _cumulate(dist, g, other, ex.leg_notional)
-                notional[u, side] = s_other + (1.0 + g) * s_leg
-                accounts[u, side] = cnt
-        for lo in range(0, stuck.size, _CHUNK):
-            who = stuck[lo : lo + _CHUNK]
-            liq = _liquidatable_at(snap, base, ex, who, grid)
-            at_x = other[who][:, None] + ex.leg_notional[who][:, None] * (1.0 + grid)[None, :]
-            accounts[u] += liq.sum(axis=0)
-            notional[u] += np.where(liq, at_x, 0.0).sum(axis=0)
+        map_underlying(snap, base, u, grid, notional[u], accounts[u])
     return LiquidationMap(unders, grid, notional, accounts)
+
+
+@dataclass(frozen=True, eq=False)
+class UnderlyingPass:
+    """What the map of one underlying found, for computations on the same
+    distances (:mod:`monitor.cascade.partial`): per account, the distance down
+    and up (NaN: never liquidated that way, or liquidatable already), and the
+    accounts liquidatable already with, chunk by chunk, whether they still are
+    at each grid move."""
+
+    down: F64
+    up: F64
+    stuck: list[tuple[I64, Bool]]  # (accounts, (accounts, moves) liquidatable there)
+
+
+def map_underlying(
+    snap: BookSnapshot, base: BaseFigures, u: int, grid: F64, notional: F64, accounts: I64
+) -> UnderlyingPass:
+    """Add underlying ``u``'s map over ``grid`` (ascending, unique) to the rows
+    ``notional`` and ``accounts``; returns what it found on the way."""
+    ex = _exposure(snap, base, u)
+    down, up = _distances(snap, base, ex)
+    other = base.acc_notional - ex.leg_notional
+    stuck = np.flatnonzero(base.liquidatable & ex.exposed)
+    down[stuck] = np.nan
+    up[stuck] = np.nan
+    for side, dist in ((grid < 0.0, down), (grid > 0.0, up), (grid == 0.0, down)):
+        if side.any():
+            g = grid[side]
+            cnt, s_other, s_leg = _cumulate(dist, g, other, ex.leg_notional)
+            notional[side] = s_other + (1.0 + g) * s_leg
+            accounts[side] = cnt
+    chunks = []
+    for lo in range(0, stuck.size, _CHUNK):
+        who = stuck[lo : lo + _CHUNK]
+        liq = _liquidatable_at(snap, base, ex, who, grid)
+        at_x = other[who][:, None] + ex.leg_notional[who][:, None] * (1.0 + grid)[None, :]
+        accounts += liq.sum(axis=0)
+        notional += np.where(liq, at_x, 0.0).sum(axis=0)
+        chunks.append((who, liq))
+    return UnderlyingPass(down, up, chunks)
 
 
 def _cumulate(dist: F64, g: F64, other: F64, leg: F64) -> tuple[I64, F64, F64]:

@@ -35,14 +35,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from monitor.cascade.liqmap import (
-    DEFAULT_MOVES,
-    LiquidationMap,
-    _distances,
-    _exposure,
-    _liquidatable_at,
-    liquidation_map,
-)
+from monitor.cascade.liqmap import DEFAULT_MOVES, LiquidationMap, map_grid, map_underlying
 from monitor.cascade.snapshot import BookSnapshot, base_figures, sums
 
 F64 = npt.NDArray[np.float64]
@@ -101,28 +94,29 @@ def partial_market(
     """The partial of one book snapshot."""
     p = snap.params
     base = base_figures(snap)
-    m = liquidation_map(snap, moves, base)
-    grid = m.moves
+    grid = map_grid(moves)
     n_u, n_g, n_s = len(p.underlyings), grid.size, p.n_instruments
+    notional = np.zeros((n_u, n_g))
+    accounts = np.zeros((n_u, n_g), dtype=np.int64)
     flow = np.zeros((n_u, n_g, n_s))
     gross = np.zeros((n_u, n_g, n_s))
     value = -snap.qty * snap.mark  # forced flow of closing at the marks, signed as buying
-    size = np.abs(value)
+    both = np.stack((value, np.abs(value)))  # flow and gross, summed in one pass
+    sides = [(grid < 0.0, 0), (grid > 0.0, 1), (grid == 0.0, 0)]  # (moves, down or up)
     for u in range(n_u):
-        ex = _exposure(snap, base, u)
-        down, up = _distances(snap, base, ex)
-        stuck = np.flatnonzero(base.liquidatable & ex.exposed)
-        down[stuck] = np.nan
-        up[stuck] = np.nan
-        for side, dist in ((grid < 0.0, down), (grid > 0.0, up), (grid == 0.0, down)):
+        # the map's own pass over the underlying: its distances serve the flows
+        seen = map_underlying(snap, base, u, grid, notional[u], accounts[u])
+        per_position = (seen.down[snap.acct], seen.up[snap.acct])
+        for side, which in sides:
             if side.any():
-                d = dist[snap.acct]
-                flow[u][side] = _cumulate_flow(d, snap.sym, value, grid[side], n_s)
-                gross[u][side] = _cumulate_flow(d, snap.sym, size, grid[side], n_s)
-        if stuck.size:
-            liq = _liquidatable_at(snap, base, ex, stuck, grid)  # (stuck accounts, moves)
-            flow[u] += _stuck_flow(snap, stuck, liq, value, n_s)
-            gross[u] += _stuck_flow(snap, stuck, liq, size, n_s)
+                f, g = _cumulate_flows(per_position[which], snap.sym, both, grid[side], n_s)
+                flow[u][side] = f
+                gross[u][side] = g
+        for who, liq in seen.stuck:
+            f, g = _stuck_flows(snap, who, liq, both, n_s)
+            flow[u] += f
+            gross[u] += g
+    m = LiquidationMap(p.underlyings, grid, notional, accounts)
     sym_price = snap.sym_price[:n_s]
     return PartialMarket(
         instance=instance,
@@ -137,10 +131,10 @@ def partial_market(
     )
 
 
-def _cumulate_flow(dist: F64, sym: I64, value: F64, g: F64, n_s: int) -> F64:
-    """``(moves, instruments)``: the flow of the positions whose account's distance
-    is within each move of ``g`` (all of one sign, ascending; or zero alone), with
-    the same inclusion rule as the map."""
+def _cumulate_flows(dist: F64, sym: I64, values: F64, g: F64, n_s: int) -> F64:
+    """``(len(values), moves, instruments)``: each row of ``values`` summed over the
+    positions whose account's distance is within each move of ``g`` (all of one
+    sign, ascending; or zero alone), with the same inclusion rule as the map."""
     ok = ~np.isnan(dist)
     d = dist[ok]
     if g[0] <= 0.0:
@@ -151,25 +145,32 @@ def _cumulate_flow(dist: F64, sym: I64, value: F64, g: F64, n_s: int) -> F64:
         pick, rev = slice(0, -1), False
     m = g.size + 1
     cells = bins * n_s + sym[ok]
-    per_bin = sums(cells, value[ok], m * n_s).reshape(m, n_s)
-    out: F64 = (np.cumsum(per_bin[::-1], axis=0)[::-1] if rev else np.cumsum(per_bin, axis=0))[pick]
+    out = np.empty((values.shape[0], g.size, n_s))
+    for k in range(values.shape[0]):
+        per_bin = sums(cells, values[k][ok], m * n_s).reshape(m, n_s)
+        cum = np.cumsum(per_bin[::-1], axis=0)[::-1] if rev else np.cumsum(per_bin, axis=0)
+        out[k] = cum[pick]
     return out
 
 
-def _stuck_flow(
-    snap: BookSnapshot, stuck: I64, liq: npt.NDArray[np.bool_], value: F64, n_s: int
+def _stuck_flows(
+    snap: BookSnapshot, stuck: I64, liq: npt.NDArray[np.bool_], values: F64, n_s: int
 ) -> F64:
-    """``(moves, instruments)``: ``value`` summed over the positions of accounts
-    liquidatable already, at the moves where they still are (``liq``, accounts by
-    moves; as the map counts them)."""
+    """``(len(values), moves, instruments)``: each row of ``values`` summed over the
+    positions of accounts liquidatable already, at the moves where they still are
+    (``liq``, accounts by moves; as the map counts them)."""
     local = np.full(snap.n_accounts, -1, dtype=np.int64)
     local[stuck] = np.arange(stuck.size)
     rows = np.flatnonzero(local[snap.acct] >= 0)
-    contrib = np.where(liq[local[snap.acct[rows]]], value[rows, None], 0.0)
-    out = np.zeros((n_s, liq.shape[1]))
-    np.add.at(out, snap.sym[rows], contrib)
-    result: F64 = out.T
-    return result
+    at = liq[local[snap.acct[rows]]]  # (positions, moves): still liquidatable there
+    n_g = liq.shape[1]
+    # one bincount per row of values over (move, instrument) cells
+    cells = (np.arange(n_g) * n_s + snap.sym[rows, None])[at]
+    owner = np.broadcast_to(rows[:, None], at.shape)[at]
+    out = np.empty((values.shape[0], n_g, n_s))
+    for k in range(values.shape[0]):
+        out[k] = sums(cells, values[k][owner], n_g * n_s).reshape(n_g, n_s)
+    return out
 
 
 # ---------------------------------------------------------------- wire

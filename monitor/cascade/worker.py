@@ -101,7 +101,6 @@ class RoundResult:
 def compute(snap: BookSnapshot, job: RoundJob) -> RoundResult:
     """The job's computations, in this process (what the worker runs)."""
     t0 = time.process_time()
-    lmap = None if job.map_moves is None else liquidation_map(snap, job.map_moves)
     part = None
     if job.partial is not None:
         ps = job.partial
@@ -109,6 +108,13 @@ def compute(snap: BookSnapshot, job: RoundJob) -> RoundResult:
             snap, ps.moves, instance=ps.instance, partitions=ps.partitions,
             created_ms=ps.created_ms,
         )  # fmt: skip
+    lmap = None
+    if job.map_moves is not None:
+        # the partial's grid holds the map's moves (the daemon makes it so): its
+        # map has the columns already
+        lmap = None if part is None else part.map.restricted(job.map_moves)
+        if lmap is None:
+            lmap = liquidation_map(snap, job.map_moves)
     results: dict[str, CascadeResult] = {}
     if job.cascades is not None:
         cs = job.cascades

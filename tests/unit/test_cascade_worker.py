@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from monitor.cascade import MarketConfig, MarketRisk, take_snapshot
-from monitor.cascade.liqmap import DEFAULT_MOVES
+from monitor.cascade.liqmap import DEFAULT_MOVES, liquidation_map
 from monitor.cascade.worker import (
     CascadeSpec,
     MarketWorker,
@@ -53,6 +53,12 @@ def test_the_worker_computes_what_the_process_would(worker: MarketWorker) -> Non
     assert there.map is not None and here.map is not None
     assert np.array_equal(there.map.notional, here.map.notional)
     assert np.array_equal(there.map.accounts, here.map.accounts)
+    # The map comes out of the partial's pass (its grid holds the map's moves):
+    # the map on the configured moves, as computed alone.
+    alone = liquidation_map(snap, CFG.map_moves)
+    np.testing.assert_array_equal(here.map.moves, alone.moves)
+    np.testing.assert_array_equal(here.map.accounts, alone.accounts)
+    np.testing.assert_allclose(here.map.notional, alone.notional, rtol=1e-12)
     assert there.partial is not None and here.partial is not None
     assert (there.partial.instance, there.partial.partitions) == ("i-1", (0, 3))
     assert np.array_equal(there.partial.flow, here.partial.flow)

@@ -63,3 +63,32 @@ def test_maps_on_different_grids_do_not_merge() -> None:
         merge([liquidation_map(snap), liquidation_map(snap, [-0.1, 0.1])])
     with pytest.raises(PartialError, match="version"):
         from_wire(b'{"version": 99}')
+
+
+def test_a_map_restricted_to_some_of_its_moves_is_the_map_on_those_moves() -> None:
+    snap = take_snapshot(book(accounts(np.random.default_rng(3), "r", 60)))
+    wide = liquidation_map(snap)  # the default grid, -30% .. +30% by 1%
+    some = [0.05, -0.2, -0.1, 0.0, 0.2]
+    got = wide.restricted(some)
+    want = liquidation_map(snap, some)
+    assert got is not None
+    np.testing.assert_array_equal(got.moves, want.moves)
+    np.testing.assert_array_equal(got.accounts, want.accounts)
+    np.testing.assert_allclose(got.notional, want.notional, rtol=1e-12)
+    assert want.accounts.sum() > 0
+    assert wide.restricted([-0.1, 0.123]) is None  # not on the grid
+    assert wide.restricted([0.5]) is None  # past its end
+
+
+def test_the_partial_of_a_book_carries_its_whole_map() -> None:
+    """The partial computes the map in the same pass as the flows: the same
+    figures as the map alone, on its grid."""
+    snap = take_snapshot(book(accounts(np.random.default_rng(4), "w", 60)))
+    grid = [-0.3, -0.1, -0.02, 0.0, 0.04, 0.25]
+    part = partial_market(snap, grid)
+    want = liquidation_map(snap, grid)
+    np.testing.assert_array_equal(part.map.moves, want.moves)
+    np.testing.assert_array_equal(part.map.accounts, want.accounts)
+    np.testing.assert_array_equal(part.map.notional, want.notional)
+    with pytest.raises(ValueError, match="above -100%"):
+        partial_market(snap, [-1.0, 0.1])
