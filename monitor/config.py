@@ -106,6 +106,7 @@ class HttpConfig:
 class StateConfig:
     dir: str = "state"
     snapshot_interval_s: float = 30.0
+    close_retention_s: float = 7 * 86_400.0
 
     def __post_init__(self) -> None:
         if not self.dir:
@@ -114,6 +115,8 @@ class StateConfig:
             raise ConfigError(
                 f"state.snapshot_interval_s: must be > 0, got {self.snapshot_interval_s}"
             )
+        if not self.close_retention_s > 0:
+            raise ConfigError(f"state.close_retention_s: must be > 0, got {self.close_retention_s}")
 
 
 @dataclass(frozen=True, slots=True)

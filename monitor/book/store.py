@@ -386,6 +386,22 @@ class MarginBook:
             self.meta,
         )
 
+    def forget_closes_before(self, ts: int) -> int:
+        """Forget the close times older than ``ts`` (event time): an event for such
+        a position, older than its close, is no longer told stale but applied.
+        Returns how many were forgotten (the daemon calls this at each checkpoint
+        with ``[state] close_retention_s``, so the closes do not pile up)."""
+        closed = self._closed_ts
+        old = [k for k, c in closed.items() if c < ts]
+        for k in old:
+            del closed[k]
+        return len(old)
+
+    @property
+    def remembered_closes(self) -> int:
+        """How many position closes the book holds for staleness checks."""
+        return len(self._closed_ts)
+
     def apply_position(self, ev: PositionEvent) -> Rejection | None:
         if not 0 <= ev.ts <= MAX_TS_MS:
             return ts_rejection("position", ev.ts)

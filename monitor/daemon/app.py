@@ -676,7 +676,11 @@ class Daemon:
             topic = self.topics.account_events
             async with self._apply_lock:
                 # 1. apply (the lock) -- and re-derive the incremental sums exactly
-                self.engine.book.resync()
+                # (and forget closes past their retention, in event time)
+                book = self.engine.book
+                book.resync()
+                retention_ms = int(self.config.state.close_retention_s * 1000)
+                forgotten = book.forget_closes_before(book.last_event_ts - retention_ms)
                 # 2. deliveries
                 try:
                     await self.engine.flush(FLUSH_TIMEOUT_S)
@@ -688,7 +692,6 @@ class Daemon:
                         error=str(exc),
                     )
                     return False
-                book = self.engine.book
                 part = self._acct_part[: book.n_accounts].copy()
                 state = capture(book, created_ms=now, account_extras={"partition": part})
                 partitions = {
@@ -747,6 +750,8 @@ class Daemon:
                 bytes=sum(w.size for w in written),
                 seconds=round(dt, 4),
                 committed=committed,
+                closes_remembered=book.remembered_closes,
+                closes_forgotten=forgotten,
                 offsets={f"{tp.topic}/{tp.partition}": o for tp, o in sorted(self.offsets.items())},
             )
             return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -178,6 +179,16 @@ async def test_the_book_equals_a_from_scratch_evaluation_and_bad_input_goes_to_t
         if alert["kind"] == "margin" and alert["state"] == "firing":
             firing.add(alert["account"])
     assert at_risk <= firing
+
+    # Closes are remembered for the staleness checks until [state] close_retention_s
+    # (event time) has passed them: a checkpoint forgets the older ones.
+    closes = book.remembered_closes
+    assert closes > 0  # the workload closes positions
+    state = dataclasses.replace(daemon.config.state, close_retention_s=0.2)
+    daemon.config = dataclasses.replace(daemon.config, state=state)
+    assert await daemon.checkpoint("test")
+    assert book.remembered_closes < closes
+    assert_same_book(daemon.engine.book, want)  # forgetting closes changes no position
 
 
 async def test_a_full_event_queue_pauses_the_partitions_and_drops_nothing(

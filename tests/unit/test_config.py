@@ -46,6 +46,9 @@ def test_values_are_type_checked() -> None:
     assert (
         build_config({"state": {"snapshot_interval_s": 5}}, env={}).state.snapshot_interval_s == 5.0
     )
+    with pytest.raises(ConfigError, match=r"state\.close_retention_s: must be > 0"):
+        build_config({"state": {"close_retention_s": 0}}, env={})
+    assert build_config({}, env={}).state.close_retention_s == 7 * 86_400.0
 
 
 def test_range_checks_name_the_key() -> None:

@@ -198,3 +198,23 @@ def test_a_batch_that_forces_a_repack_keeps_room_for_every_group_it_opens_in() -
             assert book.glen[g] <= book.gcap[g]
             assert book.glen[g] == 0 or book.gstart[g] + book.gcap[g] <= hwm
     assert_same_book(book, plain)
+
+
+def test_closes_past_their_retention_are_forgotten_and_no_longer_reject_older_events() -> None:
+    book = MarginBook(PARAMS)
+    book.apply(Tick("BTC-PERP", 100.0, 1))
+    for acc, t in (("A", 100), ("B", 300)):
+        book.apply(BalanceEvent(acc, "USDT", 1000.0, 1))
+        assert book.apply(PositionEvent(acc, "BTC-PERP", 1.0, 100.0, t - 50)) is None
+        assert book.apply(PositionEvent(acc, "BTC-PERP", 0.0, 100.0, t)) is None  # the close
+    assert book.remembered_closes == 2
+    late = PositionEvent("A", "BTC-PERP", 2.0, 100.0, 90)  # older than A's close
+    stale = book.apply(late)
+    assert stale is not None and stale.reason.value == "stale"
+    assert book.forget_closes_before(200) == 1  # A's close (100); B's (300) stays
+    assert book.remembered_closes == 1
+    assert book.apply(late) is None  # past the retention, an older event applies
+    assert len(book.positions_of(book.slot_of("A") or 0)) == 1
+    b_late = book.apply(PositionEvent("B", "BTC-PERP", 2.0, 100.0, 290))
+    assert b_late is not None and b_late.reason.value == "stale"
+    assert book.forget_closes_before(200) == 0
