@@ -29,22 +29,38 @@ from monitor.risk.reference import ReferenceBook
 _COPY_BYTES = 64 << 20
 
 
-def _proc_status_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
+def _proc_status_mb(field: str, pid: int | str = "self") -> float | None:
+    with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024.0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return None
+
+
+def _self_status_mb(field: str) -> float:
+    mb = _proc_status_mb(field)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 if mb is None else mb
 
 
 def rss_mb() -> float:
     """Resident set size of this process now."""
-    return _proc_status_mb("VmRSS")
+    return _self_status_mb("VmRSS")
+
+
+def process_rss_mb(pid: int | None) -> float:
+    """Resident set size of process ``pid`` now (0 when there is none, or it has
+    exited)."""
+    if pid is None:
+        return 0.0
+    try:
+        return _proc_status_mb("VmRSS", pid) or 0.0
+    except FileNotFoundError:
+        return 0.0
 
 
 def peak_rss_mb() -> float:
     """Highest resident set size of this process so far (VmHWM)."""
-    return _proc_status_mb("VmHWM")
+    return _self_status_mb("VmHWM")
 
 
 def best_of(fn: Callable[[], object], repeat: int) -> float:

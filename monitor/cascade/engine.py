@@ -226,6 +226,19 @@ class _Prices:
         return {name: finite(float(base[s] * f[s])) for s, name in enumerate(p.symbols)}
 
 
+def run_cascades(
+    snap: BookSnapshot,
+    scenarios: Sequence[Scenario],
+    *,
+    impact: ImpactModel | str = ImpactModel.LINEAR,
+    max_rounds: int = 10,
+) -> dict[str, CascadeResult]:
+    """:func:`run_cascade` of each scenario, by its label."""
+    return {
+        sc.label: run_cascade(snap, sc, impact=impact, max_rounds=max_rounds) for sc in scenarios
+    }
+
+
 def run_cascade(
     snap: BookSnapshot,
     scenario: Scenario | Mapping[str, float],

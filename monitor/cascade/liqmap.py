@@ -358,6 +358,13 @@ class UnderlyingPass:
     stuck: list[tuple[I64, Bool]]  # (accounts, (accounts, moves) liquidatable there)
 
 
+def grid_sides(grid: F64) -> list[tuple[Bool, int]]:
+    """The grid's moves by the distance that decides them, as ``(moves, 0 for
+    down or 1 for up)``: the moves below zero, those above, and zero itself
+    (decided by the distance down)."""
+    return [(grid < 0.0, 0), (grid > 0.0, 1), (grid == 0.0, 0)]
+
+
 def map_underlying(
     snap: BookSnapshot, base: BaseFigures, u: int, grid: F64, notional: F64, accounts: I64
 ) -> UnderlyingPass:
@@ -369,10 +376,10 @@ def map_underlying(
     stuck = np.flatnonzero(base.liquidatable & ex.exposed)
     down[stuck] = np.nan
     up[stuck] = np.nan
-    for side, dist in ((grid < 0.0, down), (grid > 0.0, up), (grid == 0.0, down)):
+    for side, which in grid_sides(grid):
         if side.any():
             g = grid[side]
-            cnt, s_other, s_leg = _cumulate(dist, g, other, ex.leg_notional)
+            cnt, s_other, s_leg = _cumulate((down, up)[which], g, other, ex.leg_notional)
             notional[side] = s_other + (1.0 + g) * s_leg
             accounts[side] = cnt
     chunks = []

@@ -35,7 +35,13 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from monitor.cascade.liqmap import DEFAULT_MOVES, LiquidationMap, map_grid, map_underlying
+from monitor.cascade.liqmap import (
+    DEFAULT_MOVES,
+    LiquidationMap,
+    grid_sides,
+    map_grid,
+    map_underlying,
+)
 from monitor.cascade.snapshot import BookSnapshot, base_figures, sums
 
 F64 = npt.NDArray[np.float64]
@@ -102,12 +108,11 @@ def partial_market(
     gross = np.zeros((n_u, n_g, n_s))
     value = -snap.qty * snap.mark  # forced flow of closing at the marks, signed as buying
     both = np.stack((value, np.abs(value)))  # flow and gross, summed in one pass
-    sides = [(grid < 0.0, 0), (grid > 0.0, 1), (grid == 0.0, 0)]  # (moves, down or up)
     for u in range(n_u):
         # the map's own pass over the underlying: its distances serve the flows
         seen = map_underlying(snap, base, u, grid, notional[u], accounts[u])
         per_position = (seen.down[snap.acct], seen.up[snap.acct])
-        for side, which in sides:
+        for side, which in grid_sides(grid):
             if side.any():
                 f, g = _cumulate_flows(per_position[which], snap.sym, both, grid[side], n_s)
                 flow[u][side] = f

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from monitor.cascade.config import MarketConfig
-from monitor.cascade.engine import CascadeResult, run_cascade
+from monitor.cascade.engine import CascadeResult, run_cascades
 from monitor.cascade.liqmap import LiquidationMap, liquidation_map
 from monitor.cascade.metrics import MarketMetrics
 from monitor.cascade.snapshot import BookSnapshot
@@ -57,12 +57,9 @@ class MarketRisk:
 
     def run_cascades(self, snap: BookSnapshot) -> CascadeReport:
         """Every standard shock; gauges exported, alerts on threshold crossings."""
-        results = {
-            sc.label: run_cascade(
-                snap, sc, impact=self.config.impact_model, max_rounds=self.config.max_rounds
-            )
-            for sc in self.scenarios
-        }
+        results = run_cascades(
+            snap, self.scenarios, impact=self.config.impact_model, max_rounds=self.config.max_rounds
+        )
         return self.record_cascades(results, snap.ts)
 
     def record_cascades(self, results: Mapping[str, CascadeResult], ts: int) -> CascadeReport:

@@ -41,9 +41,10 @@ from pathlib import Path
 from typing import Any, overload
 
 import monitor
-from monitor.cascade.engine import CascadeResult, run_cascade
+from monitor.cascade.config import MarketConfig
+from monitor.cascade.engine import CascadeResult, run_cascades
 from monitor.cascade.impact import ImpactModel
-from monitor.cascade.liqmap import LiquidationMap, liquidation_map
+from monitor.cascade.liqmap import DEFAULT_MOVES, LiquidationMap, liquidation_map
 from monitor.cascade.partial import PartialMarket, partial_market
 from monitor.cascade.shocks import Scenario
 from monitor.cascade.snapshot import BookSnapshot
@@ -72,6 +73,17 @@ class CascadeSpec:
     scenarios: tuple[Scenario, ...]
     impact: ImpactModel
     max_rounds: int
+
+    @classmethod
+    def of(cls, config: MarketConfig, scenarios: Sequence[Scenario]) -> CascadeSpec:
+        """The configured cascades of ``scenarios`` (``config.scenarios(params)``)."""
+        return cls(tuple(scenarios), config.impact_model, config.max_rounds)
+
+
+def partial_moves(config: MarketConfig) -> tuple[float, ...]:
+    """The partials' grid: 1% steps to +-30%, plus the moves exported as gauges
+    (so the map is a restriction of the partial's, see :func:`compute`)."""
+    return tuple(sorted({*DEFAULT_MOVES, *config.map_moves}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +130,7 @@ def compute(snap: BookSnapshot, job: RoundJob) -> RoundResult:
     results: dict[str, CascadeResult] = {}
     if job.cascades is not None:
         cs = job.cascades
-        for sc in cs.scenarios:
-            results[sc.label] = run_cascade(snap, sc, impact=cs.impact, max_rounds=cs.max_rounds)
+        results = run_cascades(snap, cs.scenarios, impact=cs.impact, max_rounds=cs.max_rounds)
     return RoundResult(lmap, part, results, time.process_time() - t0)
 
 
@@ -270,5 +281,6 @@ __all__ = [
     "Unnamed",
     "WorkerError",
     "compute",
+    "partial_moves",
     "serve_fd",
 ]

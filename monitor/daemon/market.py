@@ -40,12 +40,11 @@ from prometheus_client import CollectorRegistry, Counter
 from monitor.cascade.config import MarketConfig
 from monitor.cascade.engine import CascadeResult
 from monitor.cascade.groupview import GroupReport, GroupView
-from monitor.cascade.liqmap import DEFAULT_MOVES
 from monitor.cascade.partial import PartialMarket, to_wire
 from monitor.cascade.service import MarketRisk
 from monitor.cascade.snapshot import BookSnapshot
 from monitor.cascade.watch import CascadeWatch
-from monitor.cascade.worker import CascadeSpec, MarketWorker, PartialSpec, RoundJob
+from monitor.cascade.worker import CascadeSpec, MarketWorker, PartialSpec, RoundJob, partial_moves
 from monitor.clock import Clock
 from monitor.config import KafkaConfig
 from monitor.instruments.model import RiskParams
@@ -77,8 +76,7 @@ class MarketJob:
         self.topic = partials_topic
         self.risk = MarketRisk(params, config, registry)
         self.group = GroupView(params, config, registry) if config.partials else None
-        # The partials' grid: 1% steps to +-30%, plus the moves exported as gauges.
-        self.grid = tuple(sorted({*DEFAULT_MOVES, *config.map_moves}))
+        self.grid = partial_moves(config)
         self.feed: PartialsFeed | None = None
         self.last_partial: PartialMarket | None = None
         self.last_group: GroupReport | None = None
@@ -170,7 +168,7 @@ class MarketJob:
             )
         cascades = None
         if do_cascades:
-            cascades = CascadeSpec(tuple(self.risk.scenarios), cfg.impact_model, cfg.max_rounds)
+            cascades = CascadeSpec.of(cfg, self.risk.scenarios)
         return RoundJob(cfg.map_moves if do_map else None, partial, cascades)
 
     async def _round(

@@ -21,31 +21,16 @@ import tempfile
 import threading
 import time
 
-from monitor.bench.book import rss_mb
+from monitor.bench.book import process_rss_mb, rss_mb
 from monitor.bench.synthetic import build_book, generate
 from monitor.cascade.config import MarketConfig
-from monitor.cascade.liqmap import DEFAULT_MOVES
 from monitor.cascade.snapshot import take_snapshot
-from monitor.cascade.worker import CascadeSpec, MarketWorker, PartialSpec, RoundJob
+from monitor.cascade.worker import CascadeSpec, MarketWorker, PartialSpec, RoundJob, partial_moves
 from monitor.checkpoint.state import capture
 from monitor.checkpoint.store import SnapshotStore
 
 # The stack's five shocks, on underlyings of the synthetic instruments.
 SHOCKS = ("BTC=-10%", "BTC=-20%", "ETH=-10%", "ETH=-20%", "ALT02=-20%")
-
-
-def pid_rss_mb(pid: int | None) -> float:
-    """Resident set size of process ``pid`` now (0 when there is none)."""
-    if pid is None:
-        return 0.0
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except FileNotFoundError:
-        pass
-    return 0.0
 
 
 def main(n_accounts: int) -> None:
@@ -54,19 +39,19 @@ def main(n_accounts: int) -> None:
     cfg = MarketConfig(shocks=SHOCKS)
     job = RoundJob(
         cfg.map_moves,
-        PartialSpec(tuple(sorted({*DEFAULT_MOVES, *cfg.map_moves})), "peak", (0,), 0),
-        CascadeSpec(tuple(cfg.scenarios(book.params)), cfg.impact_model, cfg.max_rounds),
+        PartialSpec(partial_moves(cfg), "peak", (0,), 0),
+        CascadeSpec.of(cfg, cfg.scenarios(book.params)),
     )
     worker = MarketWorker()
     worker.run(take_snapshot(book), RoundJob(map_moves=(-0.1,)))  # started, as in the daemon
     gc.collect()
-    steady = rss_mb() + pid_rss_mb(worker.pid)
-    peak = {"sum": steady, "daemon": rss_mb(), "worker": pid_rss_mb(worker.pid)}
+    steady = rss_mb() + process_rss_mb(worker.pid)
+    peak = {"sum": steady, "daemon": rss_mb(), "worker": process_rss_mb(worker.pid)}
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            own, theirs = rss_mb(), pid_rss_mb(worker.pid)
+            own, theirs = rss_mb(), process_rss_mb(worker.pid)
             peak["sum"] = max(peak["sum"], own + theirs)
             peak["daemon"] = max(peak["daemon"], own)
             peak["worker"] = max(peak["worker"], theirs)

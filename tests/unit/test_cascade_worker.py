@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from monitor.cascade import MarketConfig, MarketRisk, take_snapshot
-from monitor.cascade.liqmap import DEFAULT_MOVES, liquidation_map
+from monitor.cascade.liqmap import liquidation_map
 from monitor.cascade.worker import (
     CascadeSpec,
     MarketWorker,
@@ -23,6 +23,7 @@ from monitor.cascade.worker import (
     Unnamed,
     WorkerError,
     compute,
+    partial_moves,
 )
 from tests.unit.test_cascade_service import book, params
 
@@ -32,8 +33,8 @@ CFG = MarketConfig(shocks=("BTC=-10%", "BTC=-1%,ETH=-1%"), cascade_notional_thre
 def full_job() -> RoundJob:
     return RoundJob(
         CFG.map_moves,
-        PartialSpec(tuple(sorted({*DEFAULT_MOVES, *CFG.map_moves})), "i-1", (0, 3), 1234),
-        CascadeSpec(tuple(CFG.scenarios(params())), CFG.impact_model, CFG.max_rounds),
+        PartialSpec(partial_moves(CFG), "i-1", (0, 3), 1234),
+        CascadeSpec.of(CFG, CFG.scenarios(params())),
     )
 
 
